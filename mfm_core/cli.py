@@ -1,0 +1,164 @@
+"""The ``mfm`` and ``mfm-run`` commands.
+
+Bad input is reported as one line naming what is wrong and where, with exit status 2; add
+``--traceback`` (or set ``MFM_TRACEBACK=1``) to see the Python traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mfm_core.errors import MfmError
+
+EXIT_USER_ERROR = 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the Python traceback on errors"
+    )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG.toml [KEY=VALUE ...]",
+        help="the config file, then overrides such as train.steps=500 coupler.name=independent",
+    )
+    parser.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its checkpoint"
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="where new run directories go (runs/)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(parser)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mfm_core.runner.run import resume_run, start_run
+
+    if args.resume is not None:
+        run_dir = resume_run(args.resume, args.args, progress=not args.quiet)
+    else:
+        if not args.args or "=" in args.args[0]:
+            raise MfmError("give a config file first: mfm-run CONFIG.toml [KEY=VALUE ...]")
+        config, *overrides = args.args
+        run_dir = start_run(config, overrides, args.runs, progress=not args.quiet)
+    print(f"done: {run_dir}")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from mfm_core.registry import describe, get_registry
+
+    registry = get_registry()
+    rows = [
+        {
+            "kind": e.kind,
+            "name": e.name,
+            "distribution": e.distribution,
+            "version": e.version,
+            "plugin": e.plugin,
+        }
+        for e in describe(registry)
+    ]
+    if args.json:
+        print(json.dumps({"components": rows, "broken": registry.broken}, indent=2))
+        return 0
+    for row in rows:
+        origin = f"{row['distribution']} {row['version']}" if row["distribution"] else "(code)"
+        print(f"{row['kind']:13} {row['name']:14} {origin}")
+    for message in registry.broken.values():
+        print(f"broken: {message}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from mfm_core.runner.run import validate_config
+
+    lines = validate_config(args.config, args.overrides)
+    print(f"{args.config}: OK")
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from mfm_core.runner.run import sample_run
+
+    result = sample_run(args.run_dir, args.overrides, args.num, args.out, args.seed)
+    print(f"wrote {args.num} samples to {args.out} (NFE {result.nfe})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mfm", description="Multisample Flow Matching: train, sample and inspect flows."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a config, then sample and evaluate")
+    _add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
+
+    plugins = sub.add_parser("plugins", help="list every registered component")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_common(plugins)
+    plugins.set_defaults(func=_cmd_plugins)
+
+    validate = sub.add_parser("validate", help="build every component, train nothing")
+    validate.add_argument("config", type=Path)
+    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _add_common(validate)
+    validate.set_defaults(func=_cmd_validate)
+
+    sample = sub.add_parser("sample", help="sample from a run's latest checkpoint")
+    sample.add_argument("run_dir", type=Path)
+    sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. solver.steps=4")
+    sample.add_argument("--num", type=int, required=True, help="number of samples")
+    sample.add_argument("--out", type=Path, required=True, help="output .npy or .npz file")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (0)")
+    _add_common(sample)
+    sample.set_defaults(func=_cmd_sample)
+    return parser
+
+
+def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Namespace]) -> int:
+    traceback_wanted = "--traceback" in argv or os.environ.get("MFM_TRACEBACK") == "1"
+    if not traceback_wanted:
+        warnings.showwarning = _show_warning
+    try:
+        args = parse(argv)
+        return args.func(args)
+    except MfmError as exc:
+        if traceback_wanted:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mfm COMMAND ...``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return _dispatch(argv, _parser().parse_args)
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``mfm-run ...``: the same as ``mfm run ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="mfm-run", description="Train, sample and evaluate.")
+    _add_run_arguments(parser)
+    parser.set_defaults(func=_cmd_run)
+    return _dispatch(argv, parser.parse_args)

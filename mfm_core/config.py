@@ -1,0 +1,192 @@
+"""The run configuration: TOML tables structured into frozen attrs classes.
+
+A component table is a ``name`` plus that component's own parameters; ``coupler = "exact"``
+is shorthand for ``[coupler] name = "exact"``. The parameters are checked against the
+component's factory when it is built (see ``mfm_core.registry.Registry.create``), so a plugin
+never has to declare them twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from mfm_core.errors import ConfigError
+from mfm_core.schema import InvalidValue, below_one, converter, non_negative, positive, structure
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@attrs.frozen(kw_only=True)
+class Component:
+    """A component by registry name, with its parameters (every key of its table but name)."""
+
+    name: str
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_toml(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+def _structure_component(value: Any, _type: Any) -> Component:
+    if isinstance(value, str):
+        return Component(name=value)
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a component name or a table with a name, got {value!r}")
+    if "name" not in value:
+        raise InvalidValue("name", "required key is missing (which component to use?)")
+    params = dict(value)
+    name = params.pop("name")
+    if not isinstance(name, str):
+        raise InvalidValue("name", f"expected a string, got {name!r}")
+    return Component(name=name, params=params)
+
+
+converter.register_structure_hook(Component, _structure_component)
+
+
+def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+        return
+    raise InvalidValue(attribute.name, f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    """``source``: the noise distribution q0; ``target``: the data distribution q1."""
+
+    source: Component = Component(name="gaussian")
+    target: Component = Component(name="checkerboard")
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    steps: int = attrs.field(default=2000, validator=positive)
+    batch_size: int = attrs.field(default=256, validator=positive)
+    lr: float = attrs.field(default=1e-3, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    warmup_steps: int = attrs.field(default=0, validator=non_negative)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float | None = attrs.field(default=None, validator=positive)
+    ema: float = attrs.field(default=0.0, validator=below_one)
+    seed: int = 0
+    device: str = attrs.field(default="auto", validator=_device)
+    checkpoint_every: int = attrs.field(default=500, validator=positive)
+    keep_checkpoints: int = attrs.field(default=2, validator=positive)
+    log_every: int = attrs.field(default=1, validator=positive)
+
+
+def _default_eval_solvers() -> list[Component]:
+    fixed = [Component(name="euler", params={"steps": n}) for n in (1, 2, 4, 8)]
+    return [*fixed, Component(name="dopri5")]
+
+
+@attrs.frozen(kw_only=True)
+class EvalConfig:
+    """What is measured after training, for every solver setting in ``solvers``."""
+
+    num_samples: int = attrs.field(default=2000, validator=positive)
+    solvers: list[Component] = attrs.field(factory=_default_eval_solvers)
+    metrics: list[Component] = attrs.field(factory=lambda: [Component(name="w2")])
+    loss_batches: int = attrs.field(default=20, validator=positive)
+    trajectories: int = attrs.field(default=300, validator=non_negative)
+    seed: int = 1234
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    data: DataConfig = DataConfig()
+    coupler: Component = Component(name="exact")
+    path: Component = Component(name="cond-ot")
+    model: Component = Component(name="mlp")
+    solver: Component = Component(name="dopri5")
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _unstructure(value: Any) -> Any:
+    if isinstance(value, Component):
+        return value.to_toml()
+    if attrs.has(type(value)):
+        return {a.name: _unstructure(getattr(value, a.name)) for a in attrs.fields(type(value))}
+    if isinstance(value, (list, tuple)):
+        return [_unstructure(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unstructure(v) for k, v in value.items()}
+    return value
+
+
+def to_toml_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain TOML data (``None`` values left out: TOML has no null)."""
+
+    def drop_none(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop_none(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [drop_none(v) for v in value]
+        return value
+
+    return drop_none(_unstructure(config))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.steps=500`` -> (["train", "steps"], 500). The value is read as a TOML value;
+    what TOML cannot read is taken as a bare string, so ``coupler.name=exact`` works."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=500")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``key.sub=value`` override set."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        table = data
+        for depth, key in enumerate(keys[:-1]):
+            child = table.get(key)
+            if isinstance(child, str):  # component shorthand: "exact" -> {name = "exact"}
+                child = {"name": child}
+            elif child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                where = "$." + ".".join(keys[: depth + 1])
+                raise ConfigError(f"override {text!r}: {where} is {child!r}, not a table")
+            table[key] = child
+            table = child
+        table[keys[-1]] = value
+    return data
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
+    """Read, override and check a config file. Returns the config and its raw TOML data."""
+    data = apply_overrides(read_toml(path), list(overrides))
+    return structure(data, Config), data

@@ -1,0 +1,98 @@
+"""Points read from a file: .npy, .npz or .csv."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mfm_core.errors import ConfigError
+
+SUFFIXES = (".npy", ".npz", ".csv")
+
+
+def _load_numpy(path: str, key: str | None) -> np.ndarray:
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        if key is not None:
+            raise ConfigError(f"data file {path!r} holds a single array; key applies to .npz files")
+        return loaded
+    with loaded:
+        keys = list(loaded.files)
+        if key is None and len(keys) == 1:
+            key = keys[0]
+        if key is None:
+            raise ConfigError(f"data file {path!r} holds arrays {keys}; set key to one of them")
+        if key not in keys:
+            raise ConfigError(f"data file {path!r} has no array {key!r}; it holds {keys}")
+        return loaded[key]
+
+
+def _is_numeric(line: str) -> bool:
+    try:
+        for field in line.split(","):
+            float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv(path: str) -> np.ndarray:
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if lines and not _is_numeric(lines[0]):
+        lines = lines[1:]
+    if not lines:
+        raise ConfigError(f"data file {path!r} holds no rows; expected comma-separated numbers")
+    return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
+
+
+def load_points(path: str, key: str | None = None) -> np.ndarray:
+    """Read an (N, d) array of finite numbers with N, d >= 1 from ``path``.
+
+    ``.npy``: the array itself; ``.npz``: the array under ``key``, or the only array;
+    ``.csv``: comma-separated numbers, an optional non-numeric header line skipped.
+    Raises ``ConfigError`` naming the file and what was expected.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ConfigError(
+            f"data file {path!r} has an unknown extension {suffix!r}; expected one of {SUFFIXES}"
+        )
+    if not Path(path).is_file():
+        raise ConfigError(f"data file {path!r} is not an existing file")
+    if key is not None and suffix == ".csv":
+        raise ConfigError(f"data file {path!r} is a .csv file; key applies to .npz files")
+    try:
+        data = _load_csv(path) if suffix == ".csv" else _load_numpy(path, key)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"data file {path!r} could not be read: {error}") from error
+    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
+        raise ConfigError(
+            f"data file {path!r} holds an array of shape {data.shape}; expected (N, d) with "
+            "N >= 1 and d >= 1"
+        )
+    if data.dtype.kind not in "iuf":
+        raise ConfigError(f"data file {path!r} holds {data.dtype} values; expected real numbers")
+    if not np.isfinite(data).all():
+        raise ConfigError(f"data file {path!r} holds NaN or infinite values; expected finite ones")
+    return data
+
+
+class FileDataset:
+    """Rows of an (N, d) array from a file, drawn uniformly with replacement.
+
+    The file is read once, at construction (see ``load_points``). ``sample(n, g)`` -> (n, d),
+    float32, with row indices drawn from ``g``.
+    """
+
+    def __init__(self, *, path: str, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.points = torch.from_numpy(load_points(path, key).astype(np.float32))
+        self.shape = tuple(self.points.shape[1:])
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        rows = torch.randint(len(self.points), (n,), generator=generator)
+        return self.points[rows]

@@ -1,0 +1,65 @@
+"""The built-in components, registered through the same hooks as any third-party plugin.
+
+The core distribution declares this module under the ``mfm.plugins`` entry point group, so
+it is discovered exactly like an installed plugin: read it as the first example of one.
+"""
+
+from __future__ import annotations
+
+from mfm_core.couplers import ExactCoupler, IndependentCoupler
+from mfm_core.datasets.file import FileDataset
+from mfm_core.datasets.toy2d import (
+    Checkerboard,
+    Circles,
+    EightGaussians,
+    Gaussian,
+    Moons,
+    Spirals,
+)
+from mfm_core.hookspecs import Register, hookimpl
+from mfm_core.metrics.w2 import W2Metric
+from mfm_core.models.mlp import MLP
+from mfm_core.paths.cond_ot import CondOTPath
+from mfm_core.solvers.adaptive import Dopri5Solver
+from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
+
+
+@hookimpl
+def register_couplers(register: Register) -> None:
+    register("independent", IndependentCoupler)
+    register("exact", ExactCoupler)
+
+
+@hookimpl
+def register_paths(register: Register) -> None:
+    register("cond-ot", CondOTPath)
+
+
+@hookimpl
+def register_vector_fields(register: Register) -> None:
+    register("mlp", MLP)
+
+
+@hookimpl
+def register_solvers(register: Register) -> None:
+    register("euler", EulerSolver)
+    register("midpoint", MidpointSolver)
+    register("heun", HeunSolver)
+    register("rk4", RK4Solver)
+    register("dopri5", Dopri5Solver)
+
+
+@hookimpl
+def register_datasets(register: Register) -> None:
+    register("gaussian", Gaussian)
+    register("8gaussians", EightGaussians)
+    register("moons", Moons)
+    register("checkerboard", Checkerboard)
+    register("circles", Circles)
+    register("spirals", Spirals)
+    register("file", FileDataset)
+
+
+@hookimpl
+def register_metrics(register: Register) -> None:
+    register("w2", W2Metric)

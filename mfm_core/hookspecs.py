@@ -1,0 +1,50 @@
+"""Hook specifications: the one place that says how a plugin adds components to mfm.
+
+Every hook receives a ``register(name, factory)`` callback; ``factory(**params)`` builds the
+component from its TOML table (every key but ``name``). Receiving a callback, rather than
+returning a list, keeps plugins compatible when the core later passes more arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "mfm"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[str, Callable[..., Any]], None]
+
+
+@hookspec
+def register_couplers(register: Register) -> None:
+    """Register couplers (see ``mfm_core.protocols.Coupler``)."""
+
+
+@hookspec
+def register_paths(register: Register) -> None:
+    """Register probability paths (see ``mfm_core.protocols.Path``)."""
+
+
+@hookspec
+def register_vector_fields(register: Register) -> None:
+    """Register vector-field networks (see ``mfm_core.protocols.VectorFieldNet``)."""
+
+
+@hookspec
+def register_solvers(register: Register) -> None:
+    """Register ODE solvers (see ``mfm_core.protocols.Solver``)."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets (see ``mfm_core.protocols.Dataset``)."""
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register metrics (see ``mfm_core.protocols.Metric``)."""

@@ -1,0 +1,5 @@
+"""Vector-field networks."""
+
+from mfm_core.models.mlp import MLP
+
+__all__ = ["MLP"]

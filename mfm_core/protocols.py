@@ -1,0 +1,151 @@
+"""The extension points of mfm: what a coupler, path, vector field, solver, dataset and metric is.
+
+Every component a plugin registers satisfies one of these protocols. Results are small frozen
+attrs classes rather than tuples, so that new fields never break existing callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import torch
+
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A velocity field ``v(x, t)``: ``x`` of shape (batch, ...), ``t`` of shape (batch,)."""
+
+
+@attrs.frozen(kw_only=True)
+class Coupling:
+    """The pairs chosen by a coupler: training pairs are ``(x0[i], x1[j])``.
+
+    Unpacks as ``i, j = coupling``. ``cost`` is the mean cost of the chosen pairs under the
+    coupler's cost function (``None`` when the coupler computed no cost).
+    ``is_permutation`` is true when every x0 and every x1 is used exactly once.
+    """
+
+    i: torch.Tensor
+    j: torch.Tensor
+    cost: float | None = None
+    is_permutation: bool = False
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.i, self.j))
+
+    def __len__(self) -> int:
+        return 2
+
+
+@runtime_checkable
+class Coupler(Protocol):
+    """Chooses training pairs inside a minibatch of k noise and k data samples.
+
+    ``x0`` and ``x1`` have shape (k, ...); the cost is computed on flattened samples. ``cond``
+    holds optional per-sample conditions (e.g. class labels of ``x1``). The indices are
+    LongTensors of equal length on the device of ``x0``. No gradient flows through a coupler.
+    """
+
+    def __call__(
+        self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> Coupling: ...
+
+
+@attrs.frozen(kw_only=True)
+class PathSample:
+    """A point on a conditional probability path and the velocity to regress onto.
+
+    ``x_t`` and ``u_t`` have the shape of ``x0``; ``t`` has shape (batch,).
+    """
+
+    x0: torch.Tensor
+    x1: torch.Tensor
+    t: torch.Tensor
+    x_t: torch.Tensor
+    u_t: torch.Tensor
+
+
+@runtime_checkable
+class Path(Protocol):
+    """A conditional path between coupled samples: ``sample(x0, x1, t) -> PathSample``."""
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample: ...
+
+
+@runtime_checkable
+class VectorFieldNet(Protocol):
+    """A ``torch.nn.Module`` computing ``v(x, t, cond)`` with the shape of ``x``.
+
+    ``x``: (batch, ...), ``t``: (batch,), ``cond``: optional per-sample condition. Factories
+    of vector fields receive the runner's ``data_shape`` (the shape of one sample) as a keyword.
+    """
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+
+@attrs.frozen(kw_only=True)
+class SolveResult:
+    """The end point of an ODE solve and what it cost.
+
+    ``x1``: (batch, ...). ``nfe``: the number of field evaluations actually made.
+    ``trajectory``: (len(times), batch, ...) when requested, else ``None``; ``times``: the
+    matching times, shape (len(times),).
+    """
+
+    x1: torch.Tensor
+    nfe: int
+    trajectory: torch.Tensor | None = None
+    times: torch.Tensor | None = None
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """Integrates ``dx/dt = field(x, t)`` from ``t=0`` to ``t=1`` starting at ``x0``.
+
+    ``describe()`` returns the settings that identify the solver in reports, e.g.
+    ``{"solver": "euler", "steps": 4}``.
+    """
+
+    def __call__(
+        self, field: Field, x0: torch.Tensor, *, return_trajectory: bool = False
+    ) -> SolveResult: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A source of samples: ``sample(n, generator)`` returns a tensor of shape (n, *shape).
+
+    Sampling draws all randomness from ``generator`` so runs are reproducible; the tensor is
+    float32 on the CPU (the runner moves batches to the training device).
+    """
+
+    shape: tuple[int, ...]
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@attrs.frozen(kw_only=True)
+class EvalContext:
+    """Everything a metric may look at for one solver setting.
+
+    ``generated``: samples from the model, (n, ...). ``reference``: fresh target samples,
+    (n, ...). ``noise``: the source samples the generated ones started from. ``field``: the
+    model's velocity field. ``solve``: the solver result (its NFE, its trajectory if any).
+    """
+
+    generated: torch.Tensor
+    reference: torch.Tensor
+    noise: torch.Tensor
+    field: Field
+    solve: SolveResult
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """Scores generated samples: ``metric(ctx) -> float`` (or a dict of named floats)."""
+
+    def __call__(self, ctx: EvalContext) -> float | dict[str, float]: ...

@@ -1,0 +1,240 @@
+"""The component registry: plugins discovered from entry points, components built by name.
+
+Plugins are loaded one entry point at a time from the group ``mfm.plugins``; a plugin that
+fails to import is reported by name and the rest keep working (``MFM_STRICT_PLUGINS=1``
+makes it an error). The built-in components come in through the same entry point mechanism.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from mfm_core import hookspecs
+from mfm_core.errors import ConfigError, PluginError, UnknownComponentError
+from mfm_core.schema import params_class, structure
+
+ENTRY_POINT_GROUP = "mfm.plugins"
+
+HOOKS = {
+    "coupler": "register_couplers",
+    "path": "register_paths",
+    "vector_field": "register_vector_fields",
+    "solver": "register_solvers",
+    "dataset": "register_datasets",
+    "metric": "register_metrics",
+}
+KINDS = tuple(HOOKS)
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded; its components are unavailable."""
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """One registered component and where it comes from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def provider(self) -> str:
+        if self.distribution is None:
+            return f"plugin '{self.plugin}'"
+        return f"{self.distribution} {self.version}"
+
+
+def strict_plugins() -> bool:
+    return os.environ.get("MFM_STRICT_PLUGINS", "") not in ("", "0")
+
+
+class Registry:
+    """Registered components by kind and name.
+
+    ``Registry()`` loads every installed plugin; ``Registry(load_entry_points=False)`` starts
+    empty, and ``add_plugin`` registers plugin objects directly (tests do this).
+    """
+
+    def __init__(self, *, load_entry_points: bool = True, strict: bool | None = None) -> None:
+        self.strict = strict_plugins() if strict is None else strict
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._origins: dict[str, tuple[str | None, str | None]] = {}
+        self._entries: dict[str, dict[str, Entry]] | None = None
+        self.broken: dict[str, str] = {}
+        if load_entry_points:
+            self._load_entry_points()
+
+    def add_plugin(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Register a plugin object (a module or any object with ``@hookimpl`` methods)."""
+        name = self._pm.register(plugin, name=name)
+        self._origins[name] = (distribution, version)
+        self._entries = None
+
+    def _load_entry_points(self) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            try:
+                self.add_plugin(ep.load(), ep.name, distribution=dist, version=version)
+            except Exception as exc:
+                self._report_broken(ep.name, f"from {dist or 'unknown distribution'}", exc)
+
+    def _report_broken(self, plugin: str, where: str, exc: BaseException) -> None:
+        message = f"plugin '{plugin}' ({where}) failed to load: {type(exc).__name__}: {exc}"
+        if self.strict:
+            raise PluginError(message) from exc
+        self.broken[plugin] = message
+        warnings.warn(
+            f"{message}; its components are unavailable "
+            "(set MFM_STRICT_PLUGINS=1 to make this an error)",
+            PluginWarning,
+            stacklevel=3,
+        )
+
+    @property
+    def entries(self) -> dict[str, dict[str, Entry]]:
+        """Every registered component: ``entries[kind][name]``."""
+        if self._entries is None:
+            self._entries = self._collect()
+        return self._entries
+
+    def _collect(self) -> dict[str, dict[str, Entry]]:
+        entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        for kind, hook_name in HOOKS.items():
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name in self.broken:
+                    continue
+                distribution, version = self._origins.get(impl.plugin_name, (None, None))
+
+                def register(
+                    name: str,
+                    factory: Callable[..., Any],
+                    *,
+                    _kind: str = kind,
+                    _plugin: str = impl.plugin_name,
+                    _distribution: str | None = distribution,
+                    _version: str | None = version,
+                ) -> None:
+                    entry = Entry(
+                        kind=_kind,
+                        name=name,
+                        factory=factory,
+                        plugin=_plugin,
+                        distribution=_distribution,
+                        version=_version,
+                    )
+                    previous = entries[_kind].get(name)
+                    if previous is not None:
+                        raise PluginError(
+                            f"{_kind} '{name}' is registered twice: by {previous.provider} "
+                            f"and by {entry.provider}; uninstall one of them"
+                        )
+                    entries[_kind][name] = entry
+
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    where = f"{hook_name} in {distribution or 'code'}"
+                    self._report_broken(impl.plugin_name, where, exc)
+                    return self._collect()
+        return entries
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._kind(kind))
+
+    def _kind(self, kind: str) -> dict[str, Entry]:
+        if kind not in HOOKS:
+            raise ConfigError(f"unknown component kind '{kind}'; kinds are {', '.join(KINDS)}")
+        return self.entries[kind]
+
+    def get(self, kind: str, name: str, path: str | None = None) -> Entry:
+        """The entry for ``name``; an unknown name is an error that lists the choices."""
+        registered = self._kind(kind)
+        if name in registered:
+            return registered[name]
+        where = f"{path}.name: " if path else ""
+        close = difflib.get_close_matches(name, list(registered), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        available = ", ".join(sorted(registered)) or "none"
+        raise UnknownComponentError(
+            f"{where}unknown {kind} '{name}'{hint} Available: {available}. "
+            "Run `mfm plugins` to see every installed component."
+        )
+
+    def create(
+        self,
+        kind: str,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        path: str | None = None,
+        provided: dict[str, Any] | None = None,
+    ) -> Any:
+        """Build a component from its TOML parameters.
+
+        ``params`` are checked against the factory's keyword parameters (names, types,
+        required keys); problems are reported under ``path`` (default: the kind).
+        ``provided`` are keywords the runner supplies itself (e.g. ``data_shape``); a
+        config may not set them.
+        """
+        path = path or f"$.{kind}"
+        entry = self.get(kind, name, path)
+        params = dict(params or {})
+        provided = dict(provided or {})
+        clash = sorted(set(params) & set(provided))
+        if clash:
+            raise ConfigError(
+                f"{path}.{clash[0]}: set by mfm from the rest of the config; remove it"
+            )
+        cls = params_class(entry.factory, exclude=tuple(provided))
+        if cls is not None:
+            checked = structure(params, cls, path)
+            params = {a.name: getattr(checked, a.name) for a in attrs.fields(cls)}
+        try:
+            return entry.factory(**params, **provided)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+
+_default: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry of installed plugins (loaded on first use)."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default
+
+
+def create(kind: str, name: str, /, **params: Any) -> Any:
+    """Build a registered component from Python: ``create("coupler", "exact", cost="l1")``."""
+    return get_registry().create(kind, name, params)
+
+
+def describe(registry: Registry) -> Iterable[Entry]:
+    """Every entry, sorted by kind then name."""
+    for kind in KINDS:
+        yield from (registry.entries[kind][name] for name in sorted(registry.entries[kind]))

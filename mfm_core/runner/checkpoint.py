@@ -1,0 +1,76 @@
+"""Checkpoints written atomically, so a crash at any moment leaves the last good one intact."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mfm_core.errors import CheckpointError
+
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then
+    rename it over ``path``: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"step-{step:08d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """Checkpoints in ``directory``, newest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` for ``step`` and delete all but the ``keep`` newest checkpoints."""
+    path = checkpoint_path(directory, step)
+    atomic_write(path, lambda handle: torch.save(state, handle))
+    for _, old in list_checkpoints(directory)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load one checkpoint (tensors and plain data only: no code is unpickled)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is unreadable or corrupted ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def load_latest(directory: Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """The newest checkpoint that loads; corrupted newer ones are skipped and reported."""
+    problems: list[str] = []
+    for _, path in list_checkpoints(directory):
+        try:
+            return load_checkpoint(path), path, problems
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    detail = "; ".join(problems) if problems else "there are none"
+    raise CheckpointError(f"no usable checkpoint in {str(directory)!r}: {detail}")

@@ -1,0 +1,71 @@
+"""Assemble the components a config names, through the registry and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+
+from mfm_core.config import Component, Config
+from mfm_core.errors import ConfigError
+from mfm_core.protocols import Coupler, Dataset, Metric, Path, Solver
+from mfm_core.registry import Registry, get_registry
+
+
+@attrs.frozen(kw_only=True)
+class Pipeline:
+    """Every component of a run, built and checked."""
+
+    source: Dataset
+    target: Dataset
+    coupler: Coupler
+    path: Path
+    model: torch.nn.Module
+    solver: Solver
+    eval_solvers: list[Solver]
+    metrics: dict[str, Metric]
+
+
+def _build(registry: Registry, kind: str, spec: Component, where: str, **provided: Any) -> Any:
+    return registry.create(kind, spec.name, spec.params, path=where, provided=provided)
+
+
+def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline:
+    """Build every component of ``config``; any problem is a ConfigError naming its key."""
+    registry = registry or get_registry()
+    source = _build(registry, "dataset", config.data.source, "$.data.source")
+    target = _build(registry, "dataset", config.data.target, "$.data.target")
+    if tuple(source.shape) != tuple(target.shape):
+        raise ConfigError(
+            f"$.data.source: samples of shape {tuple(source.shape)} do not match the target's "
+            f"{tuple(target.shape)}; set the source's shape to match"
+        )
+    metrics = {}
+    for index, spec in enumerate(config.eval.metrics):
+        metrics[spec.name] = _build(registry, "metric", spec, f"$.eval.metrics[{index}]")
+    return Pipeline(
+        source=source,
+        target=target,
+        coupler=_build(registry, "coupler", config.coupler, "$.coupler"),
+        path=_build(registry, "path", config.path, "$.path"),
+        model=_build(
+            registry, "vector_field", config.model, "$.model", data_shape=tuple(target.shape)
+        ),
+        solver=_build(registry, "solver", config.solver, "$.solver"),
+        eval_solvers=[
+            _build(registry, "solver", spec, f"$.eval.solvers[{index}]")
+            for index, spec in enumerate(config.eval.solvers)
+        ],
+        metrics=metrics,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"$.train.device: {name!r} requested but CUDA is not available")
+    return device

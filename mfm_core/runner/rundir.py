@@ -1,0 +1,87 @@
+"""Run directories: ``runs/NNNNN-<config name>/``, numbered so runs never overwrite each other."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from mfm_core.errors import CheckpointError
+from mfm_core.runner.checkpoint import atomic_write
+
+_NUMBERED = re.compile(r"^(\d{5})-")
+
+CONFIG_FILE = "config.toml"
+LOG_FILE = "log.jsonl"
+METRICS_FILE = "metrics.json"
+CHECKPOINTS = "checkpoints"
+
+
+def create_run_dir(root: Path, name: str) -> Path:
+    """Make the next numbered directory under ``root`` (safe against concurrent runs)."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        numbers = [int(m.group(1)) for p in root.iterdir() if (m := _NUMBERED.match(p.name))]
+        path = root / f"{max(numbers, default=-1) + 1:05d}-{name}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def existing_run_dir(path: Path) -> Path:
+    """A run directory to resume or sample from; it must hold a config."""
+    if not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{str(path)!r} is not a run directory (no {CONFIG_FILE} in it)")
+    return path
+
+
+def write_config(run_dir: Path, data: dict[str, Any]) -> None:
+    text = tomli_w.dumps(data).encode()
+    atomic_write(run_dir / CONFIG_FILE, lambda handle: handle.write(text))
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = (json.dumps(data, indent=2) + "\n").encode()
+    atomic_write(path, lambda handle: handle.write(text))
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-step training log; a torn last line (a crash mid-write) is ignored."""
+    path = run_dir / LOG_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def truncate_log(run_dir: Path, step: int) -> None:
+    """Keep the log entries up to ``step``: a run resumed from there writes the rest again."""
+    kept = [r for r in read_log(run_dir) if r["step"] <= step]
+    text = "".join(json.dumps(r) + "\n" for r in kept).encode()
+    atomic_write(run_dir / LOG_FILE, lambda handle: handle.write(text))
+
+
+def run_logger(run_dir: Path) -> logging.Logger:
+    """A logger writing to ``run.log`` in the run directory and to stderr."""
+    logger = logging.getLogger(f"mfm.run.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        file_handler = logging.FileHandler(run_dir / "run.log")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        stream_handler = logging.StreamHandler()
+        stream_handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(file_handler)
+        logger.addHandler(stream_handler)
+    return logger

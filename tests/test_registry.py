@@ -1,0 +1,179 @@
+"""The plugin registry: discovery, creation by name, conflicts, unknown names, broken plugins."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+import mfm_core
+from mfm_core import hookimpl
+from mfm_core.errors import ConfigError, PluginError, UnknownComponentError
+from mfm_core.registry import ENTRY_POINT_GROUP, PluginWarning, Registry
+
+
+class Doubler:
+    """A toy coupler with one typed parameter."""
+
+    def __init__(self, *, factor: int = 2) -> None:
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.factor = factor
+
+
+class ToyPlugin:
+    @hookimpl
+    def register_couplers(self, register):
+        register("doubler", Doubler)
+
+
+class OtherToyPlugin:
+    @hookimpl
+    def register_couplers(self, register):
+        register("doubler", Doubler)
+
+
+class BrokenPlugin:
+    @hookimpl
+    def register_couplers(self, register):
+        raise RuntimeError("boom")
+
+
+def fresh(*plugins, strict=False) -> Registry:
+    registry = Registry(load_entry_points=False, strict=strict)
+    for index, plugin in enumerate(plugins):
+        registry.add_plugin(plugin, f"p{index}", distribution=f"dist{index}", version="1.0")
+    return registry
+
+
+def test_plugin_object_registers_and_builds_components():
+    registry = fresh(ToyPlugin())
+    built = registry.create("coupler", "doubler", {"factor": 3})
+    assert isinstance(built, Doubler) and built.factor == 3
+    entry = registry.get("coupler", "doubler")
+    assert (entry.distribution, entry.version, entry.plugin) == ("dist0", "1.0", "p0")
+    assert registry.names("coupler") == ["doubler"]
+    assert registry.names("solver") == []
+
+
+def test_same_name_from_two_packages_is_an_error_naming_both():
+    registry = fresh(ToyPlugin(), OtherToyPlugin())
+    with pytest.raises(PluginError) as info:
+        registry.names("coupler")
+    message = str(info.value)
+    assert "coupler 'doubler' is registered twice" in message
+    assert "dist0 1.0" in message and "dist1 1.0" in message
+
+
+def test_unknown_name_lists_choices_closest_match_and_points_to_mfm_plugins():
+    registry = fresh(ToyPlugin())
+    with pytest.raises(UnknownComponentError) as info:
+        registry.create("coupler", "dubler", path="$.coupler")
+    message = str(info.value)
+    assert message.startswith("$.coupler.name: unknown coupler 'dubler'")
+    assert "did you mean 'doubler'?" in message
+    assert "Available: doubler" in message
+    assert "mfm plugins" in message
+
+
+def test_unknown_kind_is_an_error():
+    with pytest.raises(ConfigError, match="unknown component kind 'couplers'"):
+        fresh().names("couplers")
+
+
+def test_broken_hook_is_reported_by_name_and_others_keep_working():
+    registry = fresh(BrokenPlugin(), OtherToyPlugin())
+    with pytest.warns(PluginWarning, match=r"plugin 'p0' .*RuntimeError: boom"):
+        names = registry.names("coupler")
+    assert names == ["doubler"]
+    assert "p0" in registry.broken
+
+
+def test_strict_mode_turns_a_broken_plugin_into_an_error(monkeypatch):
+    monkeypatch.setenv("MFM_STRICT_PLUGINS", "1")
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(BrokenPlugin(), "p0")
+    with pytest.raises(PluginError, match="boom"):
+        registry.names("coupler")
+
+
+def _fake_entry_points(monkeypatch, *entry_points):
+    def entry_points_for(group):
+        assert group == ENTRY_POINT_GROUP
+        return list(entry_points)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points_for)
+
+
+def test_entry_point_that_fails_to_import_is_a_warning_and_builtins_still_load(monkeypatch):
+    _fake_entry_points(
+        monkeypatch,
+        importlib.metadata.EntryPoint("broken", "no_such_module_xyz", ENTRY_POINT_GROUP),
+        importlib.metadata.EntryPoint("builtin", "mfm_core.default_plugins", ENTRY_POINT_GROUP),
+    )
+    with pytest.warns(PluginWarning, match="plugin 'broken'.*ModuleNotFoundError"):
+        registry = Registry(strict=False)
+    assert "exact" in registry.names("coupler")
+    assert list(registry.broken) == ["broken"]
+
+
+def test_entry_point_that_fails_to_import_is_an_error_in_strict_mode(monkeypatch):
+    _fake_entry_points(
+        monkeypatch,
+        importlib.metadata.EntryPoint("broken", "no_such_module_xyz", ENTRY_POINT_GROUP),
+    )
+    with pytest.raises(PluginError, match="plugin 'broken'"):
+        Registry(strict=True)
+
+
+def test_builtins_come_from_the_core_distribution_entry_point():
+    registry = Registry()
+    expected = {
+        "coupler": {"independent", "exact"},
+        "path": {"cond-ot"},
+        "vector_field": {"mlp"},
+        "solver": {"euler", "midpoint", "heun", "rk4", "dopri5"},
+        "dataset": {
+            "gaussian",
+            "8gaussians",
+            "moons",
+            "checkerboard",
+            "circles",
+            "spirals",
+            "file",
+        },
+        "metric": {"w2"},
+    }
+    for kind, names in expected.items():
+        assert names <= set(registry.names(kind)), kind
+    entry = registry.get("coupler", "exact")
+    assert entry.distribution == "mfm" and entry.plugin == "builtin"
+
+
+def test_params_are_checked_against_the_factory_signature():
+    registry = fresh(ToyPlugin())
+    with pytest.raises(ConfigError, match=r"^\$\.coupler\.factor: expected an integer, got 'x'"):
+        registry.create("coupler", "doubler", {"factor": "x"})
+    with pytest.raises(ConfigError, match=r"\$\.coupler\.facter: unknown key; did you mean"):
+        registry.create("coupler", "doubler", {"facter": 2})
+    with pytest.raises(ConfigError, match=r"^\$\.coupler: factor must be >= 1, got 0"):
+        registry.create("coupler", "doubler", {"factor": 0})
+
+
+def test_keywords_the_runner_provides_cannot_be_set_in_the_config():
+    registry = Registry()
+    with pytest.raises(ConfigError, match=r"\$\.model\.data_shape: set by mfm"):
+        registry.create(
+            "vector_field",
+            "mlp",
+            {"data_shape": [2]},
+            path="$.model",
+            provided={"data_shape": (2,)},
+        )
+
+
+def test_create_from_python_uses_the_installed_plugins():
+    coupler = mfm_core.create("coupler", "exact", cost="l1")
+    assert coupler.cost == "l1"
+    with pytest.raises(ConfigError, match="cost"):
+        mfm_core.create("coupler", "exact", cost="manhattan")
