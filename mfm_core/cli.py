@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="mfm", description="Multisample Flow Matching: train, sample and inspect flows."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(subparsers=sub)
 
     run = sub.add_parser("run", help="train a config, then sample and evaluate")
     _add_run_arguments(run)
@@ -147,12 +148,25 @@ def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Nam
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `mfm plugins | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``COMMAND ARGS``, letting options and overrides mix in any order
+    (argparse cannot do that through subparsers, so the subcommand's parser does it)."""
+    choices = parser.get_default("subparsers").choices
+    if argv and argv[0] in choices:
+        return choices[argv[0]].parse_intermixed_args(argv[1:])
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mfm COMMAND ...``"""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return _dispatch(argv, _parser().parse_args)
+    parser = _parser()
+    return _dispatch(argv, lambda args: _parse_command(parser, args))
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
@@ -161,4 +175,4 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mfm-run", description="Train, sample and evaluate.")
     _add_run_arguments(parser)
     parser.set_defaults(func=_cmd_run)
-    return _dispatch(argv, parser.parse_args)
+    return _dispatch(argv, parser.parse_intermixed_args)

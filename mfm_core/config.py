@@ -151,8 +151,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of ``data`` with each ``key.sub=value`` override set."""
+    """A copy of ``data`` with each ``key.sub=value`` override set.
+
+    An override that changes a component's name (``coupler.name=independent``) replaces the
+    component: the parameters the file gave the old one are dropped, those given as overrides
+    (in any order) are kept.
+    """
     data = copy.deepcopy(data)
+    set_keys: dict[tuple[str, ...], set[str]] = {}
+    renamed: list[tuple[str, ...]] = []
     for text in overrides:
         keys, value = parse_override(text)
         table = data
@@ -167,7 +174,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ConfigError(f"override {text!r}: {where} is {child!r}, not a table")
             table[key] = child
             table = child
+        parent = tuple(keys[:-1])
+        if keys[-1] == "name" and parent and table.get("name", value) != value:
+            renamed.append(parent)
         table[keys[-1]] = value
+        set_keys.setdefault(parent, set()).add(keys[-1])
+    for parent in renamed:
+        table = data
+        for key in parent[:-1]:
+            table = table[key]
+        component = table[parent[-1]]
+        keep = set_keys[parent]
+        table[parent[-1]] = {k: v for k, v in component.items() if k in keep}
     return data
 
 
@@ -186,7 +204,19 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
+def _with_default_components(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the default of every component table the file leaves out, so an override
+    such as ``coupler.cost=l1`` refines the default component instead of lacking a name."""
+    defaults = to_toml_dict(Config())
+    data = dict(data)
+    for key in ("coupler", "path", "model", "solver"):
+        data.setdefault(key, defaults[key])
+    if isinstance(data.get("data", {}), dict):
+        data["data"] = {**defaults["data"], **data.get("data", {})}
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
     """Read, override and check a config file. Returns the config and its raw TOML data."""
-    data = apply_overrides(read_toml(path), list(overrides))
+    data = apply_overrides(_with_default_components(read_toml(path)), list(overrides))
     return structure(data, Config), data

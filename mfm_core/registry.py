@@ -89,6 +89,11 @@ class Registry:
         name = self._pm.register(plugin, name=name)
         self._origins[name] = (distribution, version)
         self._entries = None
+        try:  # a misspelt hook name would otherwise register nothing, silently
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._pm.unregister(name=name)
+            raise PluginError(f"plugin '{name}' defines an unknown hook: {exc}") from None
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -96,6 +101,8 @@ class Registry:
             version = ep.dist.version if ep.dist else None
             try:
                 self.add_plugin(ep.load(), ep.name, distribution=dist, version=version)
+            except PluginError as exc:
+                self._report_broken(ep.name, f"from {dist or 'unknown distribution'}", exc)
             except Exception as exc:
                 self._report_broken(ep.name, f"from {dist or 'unknown distribution'}", exc)
 
@@ -176,7 +183,7 @@ class Registry:
             return registered[name]
         where = f"{path}.name: " if path else ""
         close = difflib.get_close_matches(name, list(registered), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = f"; did you mean '{close[0]}'?" if close else "."
         available = ", ".join(sorted(registered)) or "none"
         raise UnknownComponentError(
             f"{where}unknown {kind} '{name}'{hint} Available: {available}. "
@@ -214,8 +221,12 @@ class Registry:
             params = {a.name: getattr(checked, a.name) for a in attrs.fields(cls)}
         try:
             return entry.factory(**params, **provided)
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+        except TypeError as exc:  # the factory does not follow its protocol: the plugin's bug
+            raise PluginError(
+                f"{path}: {kind} '{name}' from {entry.provider} could not be built: {exc}"
+            ) from exc
 
 
 _default: Registry | None = None

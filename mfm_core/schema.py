@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
@@ -59,6 +60,12 @@ def _structure_literal(value: Any, type_: Any) -> Any:
     return value
 
 
+def _is_homogeneous_sequence(type_: Any) -> bool:
+    """``list[X]`` or ``tuple[X, ...]``."""
+    origin, args = typing.get_origin(type_), typing.get_args(type_)
+    return origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis)
+
+
 def make_converter() -> cattrs.Converter:
     """A cattrs converter that rejects unknown keys and lossy conversions."""
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
@@ -85,6 +92,20 @@ def make_converter() -> cattrs.Converter:
         return hook
 
     converter.register_structure_hook_factory(attrs.has, table_hook)
+
+    def sequence_hook(type_: Any) -> Callable[[Any, Any], Any]:
+        is_list = typing.get_origin(type_) is list
+        factory = list_structure_factory if is_list else homogenous_tuple_structure_factory
+        structure_items = factory(type_, converter)
+
+        def hook(value: Any, _type: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected a list, got {value!r} ({_type_name(value)})")
+            return structure_items(value, type_)
+
+        return hook
+
+    converter.register_structure_hook_factory(_is_homogeneous_sequence, sequence_hook)
     return converter
 
 

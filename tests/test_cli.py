@@ -52,7 +52,8 @@ def test_missing_data_file(capsys, tiny_config, tmp_path):
     override = f"data.target={{name='file', path='{tmp_path / 'points.npy'}'}}"
     code, _, err = run_cli(capsys, "validate", str(tiny_config), override)
     assert code == 2
-    assert "points.npy" in err and err.count("\n") == 1
+    assert err.startswith("error: $.data.target: data file") and "points.npy" in err
+    assert err.count("\n") == 1
 
 
 def test_malformed_override(capsys, tiny_config):
@@ -88,3 +89,13 @@ def test_console_scripts_are_installed_and_python_m_works(tiny_config):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: $.train.batch_size: must be positive, got -1"
+
+
+def test_options_and_overrides_may_be_mixed(capsys, tiny_config):
+    code, out, _ = run_cli(capsys, "validate", str(tiny_config), "--traceback", "train.steps=5")
+    assert code == 0 and "OK" in out
+
+
+def test_a_metric_listed_twice(capsys, tiny_config):
+    code, _, err = run_cli(capsys, "validate", str(tiny_config), "eval.metrics=['w2','w2']")
+    assert code == 2 and "$.eval.metrics[1]: metric 'w2' is listed twice" in err

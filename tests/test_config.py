@@ -29,7 +29,7 @@ def check_error(data: dict, expected: str) -> None:
 
 def test_shipped_quickstart_config_loads():
     config, _ = load_config(ROOT / "tomlconfigs" / "quickstart.toml")
-    assert config.coupler == Component(name="exact")
+    assert config.coupler == Component(name="exact", params={"cost": "sqeuclidean"})
     assert config.data.target.name == "checkerboard"
     assert [s.name for s in config.eval.solvers][-1] == "dopri5"
 
@@ -108,9 +108,34 @@ def test_override_into_component_shorthand_keeps_the_name():
         apply_overrides({"train": {"steps": 3}}, ["train.steps.x=1"])
 
 
+def test_renaming_a_component_drops_the_old_components_parameters():
+    data = {"solver": {"name": "dopri5", "atol": 1e-5}, "coupler": {"name": "exact", "cost": "l1"}}
+    changed = apply_overrides(data, ["solver.steps=4", "solver.name=euler", "coupler.name=exact"])
+    assert changed["solver"] == {"name": "euler", "steps": 4}
+    assert changed["coupler"] == {"name": "exact", "cost": "l1"}
+    assert data["solver"] == {"name": "dopri5", "atol": 1e-5}
+    nested = apply_overrides(
+        {"data": {"target": {"name": "file", "path": "x.npy"}}}, ["data.target.name=moons"]
+    )
+    assert nested["data"]["target"] == {"name": "moons"}
+
+
 def test_resolved_config_round_trips_through_toml():
     config, _ = load_config(ROOT / "tomlconfigs" / "quickstart.toml", ["train.grad_clip=1.0"])
     import tomllib
 
     again = structure(tomllib.loads(tomli_w.dumps(to_toml_dict(config))), Config)
     assert again == config
+
+
+def test_override_refines_a_default_component_the_file_leaves_out(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nsteps = 3\n")
+    config, _ = load_config(path, ["coupler.cost=l1", "data.target.scale=2.0"])
+    assert config.coupler == Component(name="exact", params={"cost": "l1"})
+    assert config.data.target == Component(name="checkerboard", params={"scale": 2.0})
+    assert config.data.source == Component(name="gaussian")
+
+
+def test_a_scalar_where_a_list_belongs():
+    check_error({"eval": {"solvers": "euler"}}, "$.eval.solvers: expected a list, got 'euler'")

@@ -177,3 +177,44 @@ def test_create_from_python_uses_the_installed_plugins():
     assert coupler.cost == "l1"
     with pytest.raises(ConfigError, match="cost"):
         mfm_core.create("coupler", "exact", cost="manhattan")
+
+
+class MisspeltHookPlugin:
+    @hookimpl
+    def register_coupler(self, register):  # the hook is register_couplers
+        register("never", Doubler)
+
+
+def test_a_misspelt_hook_is_an_error_not_silence():
+    registry = Registry(load_entry_points=False)
+    with pytest.raises(
+        PluginError, match="plugin 'oops' defines an unknown hook.*register_coupler"
+    ):
+        registry.add_plugin(MisspeltHookPlugin(), "oops")
+    assert registry.names("coupler") == []
+
+
+def test_unknown_name_without_a_close_match():
+    message = ""
+    try:
+        fresh(ToyPlugin()).create("coupler", "zzz")
+    except UnknownComponentError as exc:
+        message = str(exc)
+    assert message.startswith("$.coupler.name: unknown coupler 'zzz'. Available: doubler.")
+
+
+class NoDataShape:
+    def __init__(self, *, width: int = 3) -> None:
+        self.width = width
+
+
+class BadFactoryPlugin:
+    @hookimpl
+    def register_vector_fields(self, register):
+        register("bad", lambda **params: NoDataShape(**params))
+
+
+def test_a_factory_that_breaks_its_protocol_is_reported_as_the_plugins_fault():
+    registry = fresh(BadFactoryPlugin())
+    with pytest.raises(PluginError, match=r"\$\.model: vector_field 'bad' from dist0 1\.0"):
+        registry.create("vector_field", "bad", {}, path="$.model", provided={"data_shape": (2,)})

@@ -56,10 +56,12 @@ def evaluate(
     reference data, generated samples per solver setting, and a trajectory of the default
     solver."""
     model.eval()
+    # Separate streams: the evaluation samples do not depend on eval.loss_batches.
     generator = torch.Generator().manual_seed(config.seed)
-    loss = final_loss(pipeline, model, batch_size, config.loss_batches, generator, device)
     noise = pipeline.source.sample(config.num_samples, generator)
     reference = pipeline.target.sample(config.num_samples, generator)
+    loss_generator = torch.Generator().manual_seed(config.seed + 1)
+    loss = final_loss(pipeline, model, batch_size, config.loss_batches, loss_generator, device)
     rows, generated = [], []
     for solver in pipeline.eval_solvers:
         result = solve(solver, model, noise.to(device))

@@ -43,7 +43,10 @@ def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline
         )
     metrics = {}
     for index, spec in enumerate(config.eval.metrics):
-        metrics[spec.name] = _build(registry, "metric", spec, f"$.eval.metrics[{index}]")
+        where = f"$.eval.metrics[{index}]"
+        if spec.name in metrics:
+            raise ConfigError(f"{where}: metric '{spec.name}' is listed twice")
+        metrics[spec.name] = _build(registry, "metric", spec, where)
     return Pipeline(
         source=source,
         target=target,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from mfm_core.runner.rundir import (
     write_config,
     write_json,
 )
-from mfm_core.runner.train import Trainer, draw_batch, flow_matching_loss
+from mfm_core.runner.train import Trainer, draw_batch, flow_matching_loss, load_weights
 
 
 def _seeded_pipeline(config: Config, registry: Registry | None = None) -> Pipeline:
@@ -44,7 +43,6 @@ def start_run(
     config, _ = load_config(config_path, overrides)
     pipeline = _seeded_pipeline(config)
     run_dir = create_run_dir(runs_root, Path(config_path).stem)
-    write_config(run_dir, to_toml_dict(config))
     _execute(config, pipeline, run_dir, resume=False, progress=progress)
     return run_dir
 
@@ -54,7 +52,6 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
     existing_run_dir(run_dir)
     config, _ = load_config(run_dir / CONFIG_FILE, overrides)
     pipeline = _seeded_pipeline(config)
-    write_config(run_dir, to_toml_dict(config))
     _execute(config, pipeline, run_dir, resume=True, progress=progress)
     return run_dir
 
@@ -67,18 +64,19 @@ def _execute(
     trainer = Trainer(pipeline, config.train, device, run_dir)
     if resume:
         trainer.resume(logger)
+    # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
+    # leaves the run directory as it was.
+    write_config(run_dir, to_toml_dict(config))
     parameters = sum(p.numel() for p in trainer.model.parameters())
     logger.info(
         f"run {run_dir} on {device}: coupler {config.coupler.name}, model "
         f"{config.model.name} ({parameters:,} parameters), {config.train.steps} steps"
     )
-    started = time.perf_counter()
     trainer.train(logger, progress=progress)
-    seconds = time.perf_counter() - started
     metrics, samples = evaluate(
         pipeline, trainer.eval_model, config.eval, config.train.batch_size, device, logger
     )
-    metrics["train"] = {"steps": trainer.step, "seconds": round(seconds, 2)}
+    metrics["train"] = {"steps": trainer.step, "seconds": round(trainer.elapsed, 2)}
     write_json(run_dir / METRICS_FILE, metrics)
     logger.info(f"final loss {metrics['final_loss']:.4f}; wrote {run_dir / METRICS_FILE}")
     _pictures(run_dir, config, metrics, samples)
@@ -122,7 +120,7 @@ def sample_run(
     state, _, _ = load_latest(run_dir / CHECKPOINTS)
     device = resolve_device(config.train.device)
     model = pipeline.model
-    model.load_state_dict(eval_weights(state))
+    load_weights(model, eval_weights(state), run_dir)
     model.to(device).eval()
     noise = pipeline.source.sample(num, torch.Generator().manual_seed(seed))
     result = solve(pipeline.solver, model, noise.to(device))

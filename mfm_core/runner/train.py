@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from mfm_core.config import TrainConfig
-from mfm_core.errors import MfmError
+from mfm_core.errors import CheckpointError, MfmError
 from mfm_core.runner.checkpoint import load_latest, save_checkpoint
 from mfm_core.runner.pipeline import Pipeline
 from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
@@ -48,6 +48,18 @@ def flow_matching_loss(
     sample = pipeline.path.sample(x0[i], x1[j], t)
     residual = model(sample.x_t, sample.t) - sample.u_t
     return residual.pow(2).flatten(1).sum(1).mean()
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path) -> None:
+    """Load a checkpoint's weights; a model that does not match them is a clear error."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(
+            f"the checkpoints of {run_dir} do not fit the model the config now builds "
+            f"(did an override change the model?): {first}"
+        ) from None
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -105,6 +117,7 @@ class Trainer:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.elapsed = 0.0  # seconds of training, summed over every session of the run
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -114,6 +127,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         state = {
             "step": self.step,
+            "elapsed": self.elapsed,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -127,18 +141,22 @@ class Trainer:
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], self.run_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if self.ema is not None:
             if "ema" not in state:
-                raise MfmError("the checkpoint has no EMA weights but train.ema is set")
-            self.ema.load_state_dict(state["ema"])
+                raise CheckpointError(
+                    f"the checkpoints of {self.run_dir} hold no EMA weights, but train.ema is "
+                    "set; resume without changing train.ema"
+                )
+            load_weights(self.ema, state["ema"], self.run_dir)
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
 
     def resume(self, logger: logging.Logger) -> None:
         """Continue from the newest usable checkpoint; later log lines are dropped."""
@@ -173,7 +191,7 @@ class Trainer:
         """Train up to ``config.steps``, logging and checkpointing; Ctrl-C or SIGTERM ends
         the current step, saves a checkpoint and stops with a message saying how to resume."""
         config = self.config
-        start = time.perf_counter()
+        start = time.perf_counter() - self.elapsed
         bar = tqdm(
             total=config.steps,
             initial=self.step,
@@ -203,6 +221,7 @@ class Trainer:
                         log.flush()
                         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                     bar.update(1)
+                    self.elapsed = time.perf_counter() - start
                     if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                         self.save()
         finally:

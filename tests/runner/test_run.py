@@ -117,6 +117,18 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tiny_config,
         resume_run(run_dir, [], progress=False)
 
 
+def test_resume_with_an_override_that_does_not_fit_leaves_the_run_as_it_was(tiny_config, tmp_path):
+    run_dir = start_run(tiny_config, ["train.steps=10"], tmp_path / "runs", progress=False)
+    config_before = (run_dir / "config.toml").read_text()
+    with pytest.raises(CheckpointError, match=r"do not fit the model .* \(did an override change"):
+        resume_run(run_dir, ["model.hidden=[16]"], progress=False)
+    with pytest.raises(CheckpointError, match="hold no EMA weights"):
+        resume_run(run_dir, ["train.ema=0.9"], progress=False)
+    assert (run_dir / "config.toml").read_text() == config_before
+    resume_run(run_dir, ["train.steps=12"], progress=False)
+    assert [step for step, _ in losses(run_dir)] == list(range(1, 13))
+
+
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(CheckpointError, match="is not a run directory"):
         resume_run(tmp_path, [], progress=False)
