@@ -185,9 +185,15 @@ class Registry:
         close = difflib.get_close_matches(name, list(registered), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else "."
         available = ", ".join(sorted(registered)) or "none"
+        broken = (
+            f" (Plugins that failed to load, whose components are missing: "
+            f"{', '.join(sorted(self.broken))}.)"
+            if self.broken
+            else ""
+        )
         raise UnknownComponentError(
             f"{where}unknown {kind} '{name}'{hint} Available: {available}. "
-            "Run `mfm plugins` to see every installed component."
+            f"Run `mfm plugins` to see every installed component.{broken}"
         )
 
     def create(

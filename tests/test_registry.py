@@ -87,6 +87,8 @@ def test_broken_hook_is_reported_by_name_and_others_keep_working():
         names = registry.names("coupler")
     assert names == ["doubler"]
     assert "p0" in registry.broken
+    with pytest.raises(UnknownComponentError, match=r"failed to load, whose components .*: p0"):
+        registry.get("coupler", "other")
 
 
 def test_strict_mode_turns_a_broken_plugin_into_an_error(monkeypatch):

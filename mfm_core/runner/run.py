@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,9 @@ def sample_run(
     existing_run_dir(run_dir)
     config, _ = load_config(run_dir / CONFIG_FILE, overrides)
     pipeline = _seeded_pipeline(config)
-    state, _, _ = load_latest(run_dir / CHECKPOINTS)
+    state, _, problems = load_latest(run_dir / CHECKPOINTS)
+    for problem in problems:
+        warnings.warn(f"skipped {problem}", stacklevel=2)
     device = resolve_device(config.train.device)
     model = pipeline.model
     load_weights(model, eval_weights(state), run_dir)

@@ -73,32 +73,58 @@ def test_run_resumed_from_a_middle_checkpoint_repeats_its_losses(tiny_config, tm
     assert losses(run_dir) == before
 
 
-def test_run_killed_with_sigkill_resumes_to_the_same_losses(tiny_config, tmp_path):
-    steps = ["train.steps=400", "train.checkpoint_every=50"]
-    whole = start_run(tiny_config, steps, tmp_path / "a", progress=False)
-
+def start_in_background(config: Path, overrides: list[str], runs: Path) -> subprocess.Popen:
+    """Start ``mfm run`` in a subprocess and return once it has written a checkpoint."""
     command = [
         sys.executable,
         "-m",
         "mfm_core",
         "run",
-        str(tiny_config),
-        *steps,
+        str(config),
+        *overrides,
         "--runs",
-        str(tmp_path / "b"),
+        str(runs),
         "--quiet",
     ]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    checkpoints = tmp_path / "b" / "00000-tiny" / "checkpoints"
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    checkpoints = runs / "00000-tiny" / "checkpoints"
     deadline = time.monotonic() + 120
     while not list_checkpoints(checkpoints) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return process
+
+
+LONG = ["train.steps=400", "train.checkpoint_every=50"]
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_losses(tiny_config, tmp_path):
+    whole = start_run(tiny_config, LONG, tmp_path / "a", progress=False)
+    process = start_in_background(tiny_config, LONG, tmp_path / "b")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = list_checkpoints(checkpoints)[0][0]
+    run_dir = tmp_path / "b" / "00000-tiny"
+    killed_at = list_checkpoints(run_dir / "checkpoints")[0][0]
     assert killed_at < 400, "the run finished before it could be killed"
 
-    run_dir = checkpoints.parent
+    resume_run(run_dir, [], progress=False)
+    assert losses(run_dir) == losses(whole)
+
+
+def test_ctrl_c_saves_the_current_step_and_says_how_to_resume(tiny_config, tmp_path):
+    whole = start_run(tiny_config, LONG, tmp_path / "a", progress=False)
+    process = start_in_background(tiny_config, LONG, tmp_path / "b")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    run_dir = tmp_path / "b" / "00000-tiny"
+    assert process.returncode == 2
+    message = stderr.decode().strip().splitlines()[-1]
+    assert message.startswith("error: stopped by signal 2 at step ")
+    stopped_at = int(message.split(" at step ")[1].split(";")[0])
+    assert stopped_at < 400
+    assert f"Continue with: mfm-run --resume {run_dir}" in message
+    assert list_checkpoints(run_dir / "checkpoints")[0][0] == stopped_at
+    assert [step for step, _ in losses(run_dir)] == list(range(1, stopped_at + 1))
+
     resume_run(run_dir, [], progress=False)
     assert losses(run_dir) == losses(whole)
 
@@ -141,7 +167,9 @@ def test_sample_writes_arrays_with_any_solver(tiny_config, tmp_path):
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (50, 2) and np.isfinite(samples).all()
 
-    sample_run(run_dir, [], 10, tmp_path / "s.npz", seed=1)
+    (run_dir / "checkpoints" / "step-00000040.pt").write_bytes(b"torn")
+    with pytest.warns(UserWarning, match="skipped checkpoint .*step-00000040.pt"):
+        sample_run(run_dir, [], 10, tmp_path / "s.npz", seed=1)
     with np.load(tmp_path / "s.npz") as data:
         assert data["samples"].shape == (10, 2) and int(data["nfe"]) == 4
 
