@@ -8,6 +8,7 @@ makes it an error). The built-in components come in through the same entry point
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.metadata
 import os
 import warnings
@@ -101,8 +102,6 @@ class Registry:
             version = ep.dist.version if ep.dist else None
             try:
                 self.add_plugin(ep.load(), ep.name, distribution=dist, version=version)
-            except PluginError as exc:
-                self._report_broken(ep.name, f"from {dist or 'unknown distribution'}", exc)
             except Exception as exc:
                 self._report_broken(ep.name, f"from {dist or 'unknown distribution'}", exc)
 
@@ -131,42 +130,44 @@ class Registry:
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name in self.broken:
                     continue
-                distribution, version = self._origins.get(impl.plugin_name, (None, None))
-
-                def register(
-                    name: str,
-                    factory: Callable[..., Any],
-                    *,
-                    _kind: str = kind,
-                    _plugin: str = impl.plugin_name,
-                    _distribution: str | None = distribution,
-                    _version: str | None = version,
-                ) -> None:
-                    entry = Entry(
-                        kind=_kind,
-                        name=name,
-                        factory=factory,
-                        plugin=_plugin,
-                        distribution=_distribution,
-                        version=_version,
-                    )
-                    previous = entries[_kind].get(name)
-                    if previous is not None:
-                        raise PluginError(
-                            f"{_kind} '{name}' is registered twice: by {previous.provider} "
-                            f"and by {entry.provider}; uninstall one of them"
-                        )
-                    entries[_kind][name] = entry
-
+                register = functools.partial(self._add_entry, entries[kind], kind, impl.plugin_name)
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except PluginError:
                     raise
                 except Exception as exc:
-                    where = f"{hook_name} in {distribution or 'code'}"
-                    self._report_broken(impl.plugin_name, where, exc)
+                    distribution = self._origins.get(impl.plugin_name, (None, None))[0] or "code"
+                    self._report_broken(impl.plugin_name, f"{hook_name} in {distribution}", exc)
+                    # start again without the broken plugin's partial registrations
                     return self._collect()
         return entries
+
+    def _add_entry(
+        self,
+        registered: dict[str, Entry],
+        kind: str,
+        plugin: str,
+        name: str,
+        factory: Callable[..., Any],
+    ) -> None:
+        """The ``register(name, factory)`` callback a plugin's hook receives (bound by
+        ``_collect`` to the kind and the plugin)."""
+        distribution, version = self._origins.get(plugin, (None, None))
+        entry = Entry(
+            kind=kind,
+            name=name,
+            factory=factory,
+            plugin=plugin,
+            distribution=distribution,
+            version=version,
+        )
+        previous = registered.get(name)
+        if previous is not None:
+            raise PluginError(
+                f"{kind} '{name}' is registered twice: by {previous.provider} "
+                f"and by {entry.provider}; uninstall one of them"
+            )
+        registered[name] = entry
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._kind(kind))

@@ -27,6 +27,17 @@ class Pipeline:
     metrics: dict[str, Metric]
 
 
+COMPONENTS = (
+    ("data.source", "dataset"),
+    ("data.target", "dataset"),
+    ("coupler", "coupler"),
+    ("path", "path"),
+    ("model", "vector_field"),
+    ("solver", "solver"),
+)
+"""The config key and registry kind of every single component of a run."""
+
+
 def _build(registry: Registry, kind: str, spec: Component, where: str, **provided: Any) -> Any:
     return registry.create(kind, spec.name, spec.params, path=where, provided=provided)
 

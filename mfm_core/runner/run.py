@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from mfm_core.registry import Registry, get_registry
 from mfm_core.runner import plots
 from mfm_core.runner.checkpoint import atomic_write, load_latest
 from mfm_core.runner.evaluate import evaluate, solve
-from mfm_core.runner.pipeline import Pipeline, build_pipeline, resolve_device
+from mfm_core.runner.pipeline import COMPONENTS, Pipeline, build_pipeline, resolve_device
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -151,16 +152,9 @@ def validate_config(
             flow_matching_loss(pipeline, pipeline.model, x0, x1, generator)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"a test batch through coupler, path and model failed: {exc}") from exc
-    specs = {
-        "data.source": ("dataset", config.data.source),
-        "data.target": ("dataset", config.data.target),
-        "coupler": ("coupler", config.coupler),
-        "path": ("path", config.path),
-        "model": ("vector_field", config.model),
-        "solver": ("solver", config.solver),
-    }
     lines = []
-    for key, (kind, spec) in specs.items():
+    for key, kind in COMPONENTS:
+        spec = operator.attrgetter(key)(config)
         entry = registry.get(kind, spec.name)
         lines.append(f"{key:12} {spec.name} ({entry.provider})")
     lines.append(

@@ -1,0 +1,1 @@
+"""The runner: assemble a pipeline from a config, train, checkpoint, evaluate, draw."""
