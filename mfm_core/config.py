@@ -97,6 +97,7 @@ class EvalConfig:
     metrics: list[Component] = attrs.field(factory=lambda: [Component(name="w2")])
     loss_batches: int = attrs.field(default=20, validator=positive)
     trajectories: int = attrs.field(default=300, validator=non_negative)
+    save_samples: bool = True
     seed: int = 1234
 
 

@@ -86,7 +86,7 @@ def evaluate(
     if config.trajectories:
         path = solve(pipeline.solver, model, noise[: config.trajectories].to(device), True)
     metrics = {"final_loss": loss, "samples": rows}
-    samples = {"reference": reference, "generated": generated, "trajectory": path}
+    samples = {"noise": noise, "reference": reference, "generated": generated, "trajectory": path}
     return metrics, samples
 
 

@@ -82,4 +82,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"$.train.device: {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"$.train.device: {name!r} requested but there are only "
+            f"{torch.cuda.device_count()} CUDA devices"
+        )
     return device

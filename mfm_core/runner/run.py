@@ -22,6 +22,7 @@ from mfm_core.runner.rundir import (
     CHECKPOINTS,
     CONFIG_FILE,
     METRICS_FILE,
+    SAMPLES_FILE,
     create_run_dir,
     existing_run_dir,
     read_log,
@@ -80,8 +81,18 @@ def _execute(
     )
     metrics["train"] = {"steps": trainer.step, "seconds": round(trainer.elapsed, 2)}
     write_json(run_dir / METRICS_FILE, metrics)
+    if config.eval.save_samples:
+        _save_samples(run_dir / SAMPLES_FILE, samples)
     logger.info(f"final loss {metrics['final_loss']:.4f}; wrote {run_dir / METRICS_FILE}")
     _pictures(run_dir, config, metrics, samples)
+
+
+def _save_samples(path: Path, samples: dict[str, Any]) -> None:
+    """``noise``, ``reference`` and ``generated_N`` for the N-th row of metrics.json."""
+    arrays = {"noise": samples["noise"].numpy(), "reference": samples["reference"].numpy()}
+    for index, generated in enumerate(samples["generated"]):
+        arrays[f"generated_{index}"] = generated.numpy()
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def _pictures(run_dir: Path, config: Config, metrics: dict, samples: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ _NUMBERED = re.compile(r"^(\d{5})-")
 CONFIG_FILE = "config.toml"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.npz"
 CHECKPOINTS = "checkpoints"
 
 

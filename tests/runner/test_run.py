@@ -36,6 +36,21 @@ def test_run_directory_holds_config_log_checkpoints_metrics_and_pictures(tiny_co
     assert [step for step, _ in losses(run_dir)] == list(range(1, 41))
     assert [step for step, _ in list_checkpoints(run_dir / "checkpoints")] == [40, 30]
 
+    with np.load(run_dir / "samples.npz") as saved:
+        assert sorted(saved.files) == [
+            "generated_0",
+            "generated_1",
+            "generated_2",
+            "noise",
+            "reference",
+        ]
+        assert all(saved[name].shape == (100, 2) for name in saved.files)
+        from mfm_core.metrics.w2 import w2_distance
+
+        w2_of_rk4 = w2_distance(
+            torch.from_numpy(saved["generated_1"]), torch.from_numpy(saved["reference"])
+        )
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["final_loss"] > 0
     rows = metrics["samples"]
@@ -45,6 +60,7 @@ def test_run_directory_holds_config_log_checkpoints_metrics_and_pictures(tiny_co
     ]
     assert rows[2]["solver"] == "dopri5" and rows[2]["nfe"] > 6
     assert all(r["w2"] > 0 for r in rows)
+    assert rows[1]["w2"] == pytest.approx(w2_of_rk4)
 
     second = start_run(tiny_config, [], tmp_path / "runs", progress=False)
     assert second.name == "00001-tiny"  # never overwritten
