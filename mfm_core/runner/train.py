@@ -206,7 +206,7 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     loss = self.train_step()
                     if self.step % config.log_every == 0:
-                        if loss != loss or abs(loss) == float("inf"):
+                        if not math.isfinite(loss):
                             raise MfmError(
                                 f"training diverged at step {self.step} (loss {loss}); "
                                 "lower train.lr or set train.grad_clip"
