@@ -205,19 +205,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _with_default_components(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill in the default of every component table the file leaves out, so an override
-    such as ``coupler.cost=l1`` refines the default component instead of lacking a name."""
-    defaults = to_toml_dict(Config())
-    data = dict(data)
-    for key in ("coupler", "path", "model", "solver"):
-        data.setdefault(key, defaults[key])
-    if isinstance(data.get("data", {}), dict):
-        data["data"] = {**defaults["data"], **data.get("data", {})}
-    return data
+def _with_default_components(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the default of every component table (a table with a ``name``) the file
+    leaves out, so an override such as ``coupler.cost=l1`` refines the default component
+    instead of lacking a name."""
+    merged = dict(data)
+    for key, default in defaults.items():
+        if isinstance(default, dict) and "name" in default:
+            merged.setdefault(key, default)
+        elif isinstance(default, dict) and isinstance(merged.get(key, {}), dict):
+            merged[key] = _with_default_components(merged.get(key, {}), default)
+    return merged
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
-    """Read, override and check a config file. Returns the config and its raw TOML data."""
-    data = apply_overrides(_with_default_components(read_toml(path)), list(overrides))
-    return structure(data, Config), data
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read, override and check a config file."""
+    data = _with_default_components(read_toml(path), to_toml_dict(Config()))
+    return structure(apply_overrides(data, list(overrides)), Config)

@@ -43,7 +43,7 @@ def start_run(
     config_path: str | Path, overrides: list[str], runs_root: Path, progress: bool = True
 ) -> Path:
     """Train and evaluate a new run of ``config_path``; returns its run directory."""
-    config, _ = load_config(config_path, overrides)
+    config = load_config(config_path, overrides)
     pipeline = _seeded_pipeline(config)
     run_dir = create_run_dir(runs_root, Path(config_path).stem)
     _execute(config, pipeline, run_dir, resume=False, progress=progress)
@@ -53,7 +53,7 @@ def start_run(
 def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Path:
     """Continue ``run_dir`` from its newest checkpoint (overrides, e.g. more steps, apply)."""
     existing_run_dir(run_dir)
-    config, _ = load_config(run_dir / CONFIG_FILE, overrides)
+    config = load_config(run_dir / CONFIG_FILE, overrides)
     pipeline = _seeded_pipeline(config)
     _execute(config, pipeline, run_dir, resume=True, progress=progress)
     return run_dir
@@ -128,7 +128,7 @@ def sample_run(
     if num <= 0:
         raise ConfigError(f"--num must be positive, got {num}")
     existing_run_dir(run_dir)
-    config, _ = load_config(run_dir / CONFIG_FILE, overrides)
+    config = load_config(run_dir / CONFIG_FILE, overrides)
     pipeline = _seeded_pipeline(config)
     state, _, problems = load_latest(run_dir / CHECKPOINTS)
     for problem in problems:
@@ -152,7 +152,7 @@ def validate_config(
 ) -> list[str]:
     """Build every component and push one tiny batch through coupler, path and model.
     Returns a description of what was built; raises ConfigError on any problem."""
-    config, _ = load_config(config_path, overrides)
+    config = load_config(config_path, overrides)
     registry = registry or get_registry()
     pipeline = _seeded_pipeline(config, registry)
     resolve_device(config.train.device)
