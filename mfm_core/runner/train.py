@@ -55,10 +55,10 @@ def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path
     try:
         module.load_state_dict(weights)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
+        detail = str(exc).strip().splitlines()[-1].strip()  # the mismatch itself
         raise CheckpointError(
             f"the checkpoints of {run_dir} do not fit the model the config now builds "
-            f"(did an override change the model?): {first}"
+            f"(did an override change the model?): {detail}"
         ) from None
 
 
