@@ -29,12 +29,24 @@ class Coupling:
     j: torch.Tensor
     cost: float | None = None
     is_permutation: bool = False
+    gathered: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+    """When set (``scope = "global"``), ``i`` and ``j`` index these ``(x0, x1, cond)`` of the
+    whole distributed batch instead of the coupler's inputs."""
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.i, self.j))
 
     def __len__(self) -> int:
         return 2
+
+    def pairs(
+        self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The coupled training pairs ``(x0[i], x1[j], cond[j])`` from the tensors the coupler
+        was given (or from the gathered batch in global scope). ``cond`` belongs to ``x1``."""
+        if self.gathered is not None:
+            x0, x1, cond = self.gathered
+        return x0[self.i], x1[self.j], None if cond is None else cond[self.j]
 
 
 @runtime_checkable
@@ -124,6 +136,28 @@ class Dataset(Protocol):
     """
 
     shape: tuple[int, ...]
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class IndexedDataset(Protocol):
+    """A finite data set read by index (images): ``dataset[index] -> (sample, label)``.
+
+    ``sample`` is float32 on the CPU with shape ``shape``, scaled to [-1, 1] for images;
+    ``label`` is an int in ``[0, num_classes)``, or -1 when the data set has no labels
+    (``num_classes is None``). ``hflip`` asks the runner for random horizontal flips (the
+    runner applies them with its own generator, so runs stay reproducible). It is also a
+    ``Dataset``: ``sample(n, generator)`` draws n random items, without labels.
+    """
+
+    shape: tuple[int, ...]
+    num_classes: int | None
+    hflip: bool
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
 

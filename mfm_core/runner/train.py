@@ -43,9 +43,9 @@ def flow_matching_loss(
     """The joint CFM loss on one minibatch: couple, then
     mean over pairs of ||v(x_t, t) - u_t||^2 (squared norm summed over sample dimensions),
     with t ~ U[0, 1] drawn per pair."""
-    i, j = pipeline.coupler(x0, x1)
-    t = torch.rand(len(i), generator=generator).to(x0.device)
-    sample = pipeline.path.sample(x0[i], x1[j], t)
+    x0, x1, _ = pipeline.coupler(x0, x1).pairs(x0, x1)
+    t = torch.rand(len(x0), generator=generator).to(x0.device)
+    sample = pipeline.path.sample(x0, x1, t)
     residual = model(sample.x_t, sample.t) - sample.u_t
     return residual.pow(2).flatten(1).sum(1).mean()
 
