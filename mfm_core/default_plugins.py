@@ -6,7 +6,13 @@ it is discovered exactly like an installed plugin: read it as the first example 
 
 from __future__ import annotations
 
-from mfm_core.couplers import ExactCoupler, IndependentCoupler
+from mfm_core.couplers import (
+    ExactCoupler,
+    HeuristicCoupler,
+    IndependentCoupler,
+    StableCoupler,
+    costs,
+)
 from mfm_core.datasets.file import FileDataset
 from mfm_core.datasets.toy2d import (
     Checkerboard,
@@ -28,6 +34,15 @@ from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver,
 def register_couplers(register: Register) -> None:
     register("independent", IndependentCoupler)
     register("exact", ExactCoupler)
+    register("stable", StableCoupler)
+    register("heuristic", HeuristicCoupler)
+
+
+@hookimpl
+def register_costs(register: Register) -> None:
+    register("sqeuclidean", costs.sqeuclidean)
+    register("l1", costs.l1)
+    register("cosine", costs.cosine)
 
 
 @hookimpl

@@ -48,3 +48,10 @@ def register_datasets(register: Register) -> None:
 @hookspec
 def register_metrics(register: Register) -> None:
     """Register metrics (see ``mfm_core.protocols.Metric``)."""
+
+
+@hookspec
+def register_costs(register: Register) -> None:
+    """Register pairwise costs for couplers: ``register(name, cost)`` where
+    ``cost(a, b)`` maps float matrices (k0, d) and (k1, d) to the (k0, k1) cost matrix
+    (see ``mfm_core.couplers.costs``)."""

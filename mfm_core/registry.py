@@ -20,7 +20,7 @@ import pluggy
 
 from mfm_core import hookspecs
 from mfm_core.errors import ConfigError, PluginError, UnknownComponentError
-from mfm_core.schema import params_class, structure
+from mfm_core.schema import InvalidValue, params_class, structure
 
 ENTRY_POINT_GROUP = "mfm.plugins"
 
@@ -31,6 +31,7 @@ HOOKS = {
     "solver": "register_solvers",
     "dataset": "register_datasets",
     "metric": "register_metrics",
+    "cost": "register_costs",
 }
 KINDS = tuple(HOOKS)
 
@@ -228,6 +229,8 @@ class Registry:
             params = {a.name: getattr(checked, a.name) for a in attrs.fields(cls)}
         try:
             return entry.factory(**params, **provided)
+        except InvalidValue as exc:  # a factory naming the parameter that is wrong
+            raise ConfigError(f"{path}.{exc.name}: {exc}") from exc
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         except TypeError as exc:  # the factory does not follow its protocol: the plugin's bug

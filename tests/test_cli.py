@@ -27,7 +27,7 @@ def test_unknown_component_name(capsys, tiny_config):
 def test_bad_value_in_a_component_table(capsys, tiny_config):
     code, _, err = run_cli(capsys, "validate", str(tiny_config), "coupler.cost=manhattan")
     assert code == 2
-    assert "$.coupler.cost: expected one of 'sqeuclidean', 'l1', 'cosine'" in err
+    assert "$.coupler.cost: expected one of the installed costs 'cosine', 'l1'" in err
 
 
 def test_validate_reports_what_it_built(capsys, tiny_config):

@@ -54,4 +54,4 @@ def test_literal_hints_list_the_accepted_values() -> None:
     hints = typing.get_type_hints(MLP.__init__)
     assert typing.get_args(hints["activation"]) == ("silu", "relu", "gelu", "tanh")
     hints = typing.get_type_hints(ExactCoupler.__init__)
-    assert typing.get_args(hints["cost"]) == ("sqeuclidean", "l1", "cosine")
+    assert typing.get_args(hints["scope"]) == ("local", "global")

@@ -1,8 +1,18 @@
 """Couplers: how noise and data samples are paired inside a minibatch."""
 
 from mfm_core.couplers.base import PairCoupler
-from mfm_core.couplers.costs import COSTS, Cost, cost_matrix
+from mfm_core.couplers.costs import COSTS, cost_matrix
 from mfm_core.couplers.exact import ExactCoupler
+from mfm_core.couplers.heuristic import HeuristicCoupler
 from mfm_core.couplers.independent import IndependentCoupler
+from mfm_core.couplers.stable import StableCoupler
 
-__all__ = ["COSTS", "Cost", "ExactCoupler", "IndependentCoupler", "PairCoupler", "cost_matrix"]
+__all__ = [
+    "COSTS",
+    "ExactCoupler",
+    "HeuristicCoupler",
+    "IndependentCoupler",
+    "PairCoupler",
+    "StableCoupler",
+    "cost_matrix",
+]

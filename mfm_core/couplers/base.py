@@ -1,13 +1,18 @@
-"""The shared steps of every pairing coupler: checks, no-grad, cost matrix, result."""
+"""The shared steps of every pairing coupler: checks, no-grad, cost matrix, classes, scope."""
 
 from __future__ import annotations
 
 import abc
+from typing import Literal
 
 import torch
+import torch.distributed as dist
 
-from mfm_core.couplers.costs import cost_matrix
+from mfm_core.couplers.costs import check_cost, cost_matrix
 from mfm_core.protocols import Coupling
+from mfm_core.schema import InvalidValue
+
+Scope = Literal["local", "global"]
 
 
 class PairCoupler(abc.ABC):
@@ -15,16 +20,44 @@ class PairCoupler(abc.ABC):
 
     ``__call__(x0, x1, cond)`` takes ``x0`` and ``x1`` of shape (k, ...) with the same
     per-sample shape, computes the (k, k) cost matrix when ``cost`` names a cost (see
-    ``mfm_core.couplers.costs``), and asks ``_pairs`` for the indices. ``cond`` (per-sample
-    labels) is accepted for the ``Coupler`` protocol but ignored: every sample may pair with
-    every other, whatever its class.
+    ``mfm_core.couplers.costs``), and asks ``_pairs`` for the indices. Subclasses implement
+    ``_pairs`` and set ``is_permutation`` (true when every sample is used exactly once).
 
-    Subclasses set ``cost`` (a cost name, or ``None`` to skip the cost matrix) and
-    ``is_permutation`` (true when every sample is used exactly once), and implement ``_pairs``.
+    Options every pairing coupler shares:
+
+    - ``within_class``: when ``cond`` (the labels of ``x1``, shape (k,)) is given, couple
+      within each class: the samples at the positions of class c on both sides form a
+      sub-batch of their own, so no pair crosses classes. The noise is independent of the
+      labels, so the noise at those positions is a random share of the batch. Label -1 (no
+      label) is a class of its own. Off, or without ``cond``: every sample may pair with
+      every other.
+    - ``scope``: ``"local"`` couples each process's batch. ``"global"`` under
+      ``torch.distributed``: every rank's samples are gathered, rank 0 solves one coupling of
+      the whole batch (the concatenation in rank order), and each rank gets an equal,
+      contiguous share of the pairs, which index the gathered batch (``Coupling.gathered``;
+      ``Coupling.pairs`` returns the rank's training pairs). The pairs are those a single
+      process finds on the concatenated batch with rank 0's random state. Without an
+      initialised process group, global is local.
     """
 
+    # Class defaults, so a subclass that does not call ``__init__`` still works.
     cost: str | None = None
+    within_class: bool = True
+    scope: Scope = "local"
     is_permutation: bool = True
+
+    def __init__(
+        self,
+        *,
+        cost: str | None = "sqeuclidean",
+        within_class: bool = True,
+        scope: Scope = "local",
+    ) -> None:
+        self.cost = None if cost is None else check_cost(cost)
+        if scope not in ("local", "global"):
+            raise InvalidValue("scope", f"expected 'local' or 'global', got {scope!r}")
+        self.within_class = within_class
+        self.scope = scope
 
     @torch.no_grad()
     def __call__(
@@ -40,13 +73,94 @@ class PairCoupler(abc.ABC):
                 "x0 and x1 must have the same per-sample shape, got shapes "
                 f"{tuple(x0.shape)} and {tuple(x1.shape)}"
             )
+        if cond is not None and cond.shape[:1] != x1.shape[:1]:
+            raise ValueError(
+                f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
+                f"for {len(x1)} samples"
+            )
+        if self.scope == "global" and dist.is_available() and dist.is_initialized():
+            return self._couple_global(x0, x1, cond)
+        return self._couple(x0, x1, cond)
+
+    def _couple(
+        self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None
+    ) -> Coupling:
         costs = None if self.cost is None else cost_matrix(x0, x1, self.cost)
-        i, j = (idx.to(device=x0.device, dtype=torch.long) for idx in self._pairs(costs, x0, x1))
+        if cond is None or not self.within_class:
+            i, j = self._pairs(costs, x0, x1)
+        else:
+            i, j = self._pairs_within_classes(costs, x0, x1, cond)
+        i, j = (idx.to(device=x0.device, dtype=torch.long) for idx in (i, j))
         mean_cost = None if costs is None else costs[i, j].mean().item()
         return Coupling(i=i, j=j, cost=mean_cost, is_permutation=self.is_permutation)
+
+    def _pairs_within_classes(
+        self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = cond.reshape(len(cond), -1)[:, 0] if cond.dim() > 1 else cond
+        order = torch.argsort(labels, stable=True)
+        _, counts = torch.unique_consecutive(labels[order], return_counts=True)
+        pieces_i, pieces_j = [], []
+        for members in torch.split(order, counts.tolist()):
+            if len(members) == 1:  # a class seen once pairs with itself: nothing to solve
+                pieces_i.append(members)
+                pieces_j.append(members)
+                continue
+            sub_costs = None if costs is None else costs[members][:, members]
+            i, j = self._pairs(sub_costs, x0[members], x1[members])
+            pieces_i.append(members[i.to(members.device)])
+            pieces_j.append(members[j.to(members.device)])
+        return torch.cat(pieces_i), torch.cat(pieces_j)
+
+    def _couple_global(
+        self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None
+    ) -> Coupling:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        gathered_x0, gathered_x1 = _all_gather(x0), _all_gather(x1)
+        gathered_cond = None if cond is None else _all_gather(cond)
+        if rank == 0:
+            coupling = self._couple(gathered_x0, gathered_x1, gathered_cond)
+            header = torch.tensor(
+                [len(coupling.i), coupling.cost if coupling.cost is not None else float("nan")],
+                dtype=torch.float64,
+                device=x0.device,
+            )
+        else:
+            header = torch.empty(2, dtype=torch.float64, device=x0.device)
+        dist.broadcast(header, src=0)
+        count = int(header[0].item())
+        pairs = (
+            torch.stack([coupling.i, coupling.j])
+            if rank == 0
+            else torch.empty(2, count, dtype=torch.long, device=x0.device)
+        )
+        dist.broadcast(pairs, src=0)
+        share = torch.tensor_split(pairs, world, dim=1)[rank]
+        cost = header[1].item()
+        return Coupling(
+            i=share[0],
+            j=share[1],
+            cost=None if cost != cost else cost,
+            is_permutation=self.is_permutation,
+            gathered=(gathered_x0, gathered_x1, gathered_cond),
+        )
 
     @abc.abstractmethod
     def _pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return index tensors ``(i, j)`` of equal length; ``costs`` is (k, k) or ``None``."""
+
+
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    """The concatenation of every rank's ``x`` in rank order (equal sizes on every rank)."""
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(x)], device=x.device))
+    if len({int(s) for s in sizes}) != 1:
+        raise ValueError(
+            f"global coupling needs the same batch on every rank, got {[int(s) for s in sizes]}"
+        )
+    parts = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)

@@ -1,26 +1,66 @@
-"""Pairwise costs between noise and data samples, computed on flattened samples."""
+"""Pairwise costs between noise and data samples, computed on flattened samples.
+
+A cost is a function ``cost(a, b) -> C`` of two float matrices ``a``: (k0, d) and ``b``:
+(k1, d) returning the (k0, k1) matrix ``C[i, j] = c(a[i], b[j])``. The built-in ones are
+registered through the ``register_costs`` hook like any plugin's, so a coupler's ``cost``
+parameter accepts every installed cost by name.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
-Cost = Literal["sqeuclidean", "l1", "cosine"]
-COSTS: tuple[str, ...] = get_args(Cost)
+from mfm_core.schema import InvalidValue
+
+COSTS: tuple[str, ...] = ("sqeuclidean", "l1", "cosine")
+"""The costs built into mfm; plugins may register more (see ``registered_costs``)."""
+
+
+def sqeuclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``|a - b|^2``."""
+    # |a|^2 + |b|^2 - 2 <a, b> is one matrix product, but it cancels badly when the samples
+    # sit far from the origin; centring both sets first keeps the norms small, and the clamp
+    # removes the tiny negative values rounding still leaves.
+    centre = (a.sum(dim=0) + b.sum(dim=0)) / (len(a) + len(b))
+    a, b = a - centre, b - centre
+    sq = torch.addmm(
+        a.square().sum(dim=1)[:, None] + b.square().sum(dim=1)[None, :], a, b.T, alpha=-2.0
+    )
+    return sq.clamp_min_(0.0)
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum |a - b|``."""
+    return torch.cdist(a, b, p=1.0)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``1 - <a, b> / (|a| |b|)``; a zero vector has cost 1 to everything."""
+    return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+
+def registered_costs() -> dict[str, object]:
+    """Every installed cost function by name (the built-ins and the plugins')."""
+    from mfm_core.registry import get_registry  # the registry imports the built-in couplers
+
+    return {name: entry.factory for name, entry in get_registry().entries["cost"].items()}
 
 
 def check_cost(cost: str) -> str:
-    """Return ``cost`` if it names a known cost, else raise ``ValueError`` listing them."""
-    if cost not in COSTS:
-        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+    """Return ``cost`` if it names an installed cost, else raise ``InvalidValue`` (a
+    ``ValueError``) listing them."""
+    known = registered_costs()
+    if cost not in known:
+        choices = ", ".join(repr(name) for name in sorted(known))
+        raise InvalidValue("cost", f"expected one of the installed costs {choices}, got {cost!r}")
     return cost
 
 
 def _flatten(x: torch.Tensor) -> torch.Tensor:
-    # Half precision loses too much in the sums below; float32 is enough for an assignment.
+    # Half precision loses too much in the sums of a cost; float32 is enough for an assignment.
     dtype = torch.promote_types(x.dtype, torch.float32)
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).to(dtype)
 
@@ -29,24 +69,16 @@ def cost_matrix(x0: torch.Tensor, x1: torch.Tensor, cost: str = "sqeuclidean") -
     """The cost ``C[i, j] = c(x0[i], x1[j])`` between flattened samples.
 
     ``x0``: (k0, ...), ``x1``: (k1, ...) with the same per-sample shape. Returns (k0, k1) on the
-    inputs' device. Costs: ``"sqeuclidean"`` ``|a - b|^2``, ``"l1"`` ``sum |a - b|``,
-    ``"cosine"`` ``1 - <a, b> / (|a| |b|)`` (a zero vector has cosine cost 1 to everything).
+    inputs' device, in float32 (float64 for float64 inputs). ``cost`` names an installed cost:
+    built in are ``"sqeuclidean"`` ``|a - b|^2``, ``"l1"`` ``sum |a - b|`` and ``"cosine"``
+    ``1 - <a, b> / (|a| |b|)``.
     """
-    check_cost(cost)
+    function = registered_costs().get(cost)
+    if function is None:
+        check_cost(cost)
     if x0.shape[1:] != x1.shape[1:]:
         raise ValueError(
             f"x0 and x1 must have the same per-sample shape, got {tuple(x0.shape[1:])} "
             f"and {tuple(x1.shape[1:])}"
         )
-    a, b = _flatten(x0), _flatten(x1)
-    if cost == "l1":
-        return torch.cdist(a, b, p=1.0)
-    if cost == "cosine":
-        return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-    # |a|^2 + |b|^2 - 2 <a, b> is one matrix product, but it cancels badly when the samples
-    # sit far from the origin; centring both sets first keeps the norms small, and the clamp
-    # removes the tiny negative values rounding still leaves.
-    centre = torch.cat([a, b]).mean(dim=0)
-    a, b = a - centre, b - centre
-    sq = a.square().sum(dim=1)[:, None] + b.square().sum(dim=1)[None, :] - 2.0 * (a @ b.T)
-    return sq.clamp_min(0.0)
+    return function(_flatten(x0), _flatten(x1))

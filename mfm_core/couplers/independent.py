@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from mfm_core.couplers.base import PairCoupler
+from mfm_core.couplers.base import PairCoupler, Scope
 
 
 class IndependentCoupler(PairCoupler):
     """Keeps the random pairing as drawn: ``i = j = arange(k)``.
 
     The minibatches are independent draws, so pairing them in order is the independent
-    (uniform) plan. No cost is computed, so ``Coupling.cost`` is ``None``.
+    (uniform) plan. No cost is computed, so ``Coupling.cost`` is ``None``. ``within_class``
+    changes nothing here (each sample keeps its partner); it is accepted so every coupler
+    takes the same options.
     """
 
-    def __init__(self) -> None:
-        self.cost = None
+    def __init__(self, *, within_class: bool = True, scope: Scope = "local") -> None:
+        super().__init__(cost=None, within_class=within_class, scope=scope)
 
     def _pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor

@@ -63,5 +63,5 @@ def test_mismatched_batches_are_rejected(shape0: tuple, shape1: tuple) -> None:
 
 
 def test_unknown_cost_is_rejected() -> None:
-    with pytest.raises(ValueError, match="cost must be one of"):
+    with pytest.raises(ValueError, match="expected one of the installed costs"):
         ExactCoupler(cost="euclidean")
