@@ -230,7 +230,7 @@ class Registry:
         try:
             return entry.factory(**params, **provided)
         except InvalidValue as exc:  # a factory naming the parameter that is wrong
-            raise ConfigError(f"{path}.{exc.name}: {exc}") from exc
+            raise ConfigError(f"{path}.{exc.name}: {exc.message}") from exc
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         except TypeError as exc:  # the factory does not follow its protocol: the plugin's bug

@@ -32,8 +32,9 @@ class InvalidValue(ValueError):
     """Raised by a validator: ``name`` is the attribute, the message says what is wrong."""
 
     def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{name}: {message}")
         self.name = name
+        self.message = message
 
 
 def _type_name(value: Any) -> str:
@@ -134,7 +135,7 @@ def _messages(exc: BaseException, path: str) -> Iterator[str]:
             known = f"valid keys: {', '.join(valid)}" if valid else "it takes no parameters"
             yield f"{path}.{key}: unknown key{suggestion} ({known})"
     elif isinstance(exc, InvalidValue):
-        yield f"{path}.{exc.name}: {exc}"
+        yield f"{path}.{exc.name}: {exc.message}"
     elif isinstance(exc, KeyError):
         yield f"{path}: required key is missing"
     elif isinstance(exc, ConfigError):
