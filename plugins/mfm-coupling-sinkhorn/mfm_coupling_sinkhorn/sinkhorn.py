@@ -39,7 +39,7 @@ RegMode = Literal["relative", "absolute"]
 class _Limits:
     """Where the exponential-domain iterations stay exact, for one floating dtype.
 
-    Log-kernel (and log-plan) entries are clamped below at ``floor``: subnormal numbers make
+    Log-kernel entries are clamped below at ``floor``: subnormal numbers make
     CPU arithmetic (``exp`` most of all) up to forty times slower. Plan entries changed that
     way stay below ``exp(floor + 2 * accurate) = exp(-37)`` as long as
     ``|log u|, |log v| <= accurate``, and products ``K[i, j] * v[j]`` stay normal.
@@ -64,18 +64,22 @@ class SinkhornResult:
 
     ``plan``: (k0, k1), rows summing to ``1/k0`` and columns to ``1/k1`` up to ``error``, the
     L1 marginal error ``sum_i |plan[i, :].sum() - 1/k0| + sum_j |plan[:, j].sum() - 1/k1|``.
-    ``log_plan``: its log, clamped below at ``0.7 log(finfo.tiny)`` (-61 in float32, -496 in
-    float64) to keep subnormal numbers out of the arithmetic; ``plan = exp(log_plan)``.
+    Entries far below the others (under about ``exp(-61)`` in float32, ``exp(-496)`` in
+    float64) are stored at about that size, to keep subnormal numbers out of the arithmetic.
     ``epsilon``: the regularisation in cost units. ``iterations``: Sinkhorn iterations made
     (one row and one column update each). ``converged``: ``error < tol``.
     """
 
     plan: torch.Tensor
-    log_plan: torch.Tensor
     epsilon: float
     iterations: int
     error: float
     converged: bool
+
+    @property
+    def log_plan(self) -> torch.Tensor:
+        """``log(plan)``, computed on each access."""
+        return self.plan.log()
 
 
 def check_sinkhorn_params(
@@ -130,62 +134,61 @@ def sinkhorn_plan(
     a = torch.full((k0,), 1.0 / k0, dtype=costs.dtype, device=costs.device)
     b = torch.full((k1,), 1.0 / k1, dtype=costs.dtype, device=costs.device)
     epsilon = _epsilon(costs, reg, reg_mode)
-    # -C / epsilon, the log of the Gibbs kernel, from the reduced costs C[i, j] - min_j C[i, j]
-    # - min_i (...): the same plan, but the potentials stay of the size of log k instead of
-    # C / epsilon, whose rounding in float32 would otherwise cap the accuracy of the plan.
+    # The log of the Gibbs kernel from the reduced costs C[i, j] - min_j C[i, j] - min_i (...):
+    # the same plan, but every row and column of the reduced costs holds a 0, and the
+    # potentials stay of the size of log k instead of C / epsilon, whose float32 rounding
+    # would otherwise limit how well the marginals can be fitted.
     scaled = torch.sub(costs, costs.amin(dim=1, keepdim=True))
     scaled.sub_(scaled.amin(dim=0, keepdim=True)).div_(-epsilon)
-
-    # Start with rows whose largest entry is 1/k0 and one exact column update: the first
-    # corrections then satisfy a <= u <= k1, within the kernel's accurate range.
     limits = _Limits.of(costs.dtype)
     kernel = torch.empty_like(scaled)  # also the work space of the log-domain steps
-    f = log_a - scaled.amax(dim=1)
-    g = log_b - _logsumexp(scaled, f[:, None], 0, limits.floor, kernel)
+    # First kernel: entries at most a * b, one of them equal to a * b in every row and
+    # column, so the first corrections satisfy 1 <= u <= k1 and 1/k1 <= v <= k0.
+    f = torch.full_like(a, log_a)
+    g = torch.full_like(b, log_b)
 
     def absorb() -> torch.Tensor:
         torch.add(scaled, f[:, None], out=kernel).add_(g[None, :])
         kernel.clamp_min_(limits.floor).exp_()
         return kernel.sum(dim=1)  # K v with v = 1
 
+    kernel_t = kernel.T
     u, v, kv = torch.ones_like(a), torch.ones_like(b), absorb()
     relax = _Relaxation()
-    iterations, error, checks = 0, math.inf, 0
-    while iterations < max_iter:
+    iterations, checks = 0, 0
+    while True:
         # Corrections grow fastest at first: check (and absorb) after 1, 2, 4, ... iterations.
         steps = min(check_every, 2**checks, max_iter - iterations)
         checks += 1
         for _ in range(steps):
             u = relax(u, a / kv)
-            ktu = kernel.T @ u
+            ktu = torch.mv(kernel_t, u)
             v = relax(v, b / ktu)
-            kv = kernel @ v
+            kv = torch.mv(kernel, v)
+        iterations += steps
         # The plan diag(u) K diag(v) has rows u * (K v) and columns v * (K^T u).
         log_u, log_v = u.log(), v.log()
         size = torch.maximum(log_u.abs().max(), log_v.abs().max())
-        error_t = (u * kv - a).abs().sum() + (v * ktu - b).abs().sum()
-        error, size = torch.stack([error_t, size]).tolist()  # the one host synchronisation
+        error = (u * kv - a).abs().sum() + (v * ktu - b).abs().sum()
+        # the one host synchronisation of the block
+        error, size, epsilon_value = torch.stack([error, size, epsilon]).tolist()
         if not size <= limits.accurate:  # also catches inf and NaN
             f, g = _log_domain_steps(scaled, f, g, log_a, log_b, steps, limits.floor, kernel)
             u, v, kv = torch.ones_like(a), torch.ones_like(b), absorb()
             error = (kv - a).abs().sum().item()  # the columns are exact
             relax.restart()
-        else:
-            if size > limits.absorb or error < tol or iterations + steps == max_iter:
+        elif error >= tol and iterations < max_iter:
+            relax.observe(error, steps, full=steps == check_every)
+            if size > limits.absorb:
                 f, g = f + log_u, g + log_v
                 u, v, kv = torch.ones_like(a), torch.ones_like(b), absorb()
-            relax.observe(error, steps, full=steps == check_every)
-        iterations += steps
-        if error < tol:
+        if error < tol or iterations == max_iter:
             break
-    # Everything is absorbed after a column update: f and g alone describe the plan.
-    log_plan = scaled.add_(f[:, None]).add_(g[None, :]).clamp_min_(limits.floor)
-    plan = torch.exp(log_plan, out=kernel)
-    error_t = (plan.sum(dim=1) - a).abs().sum() + (plan.sum(dim=0) - b).abs().sum()
-    error, epsilon_value = torch.stack([error_t, epsilon.to(plan.dtype)]).tolist()
+    # diag(u) K diag(v), written over K: its entries stay above exp(floor - 2 * accurate),
+    # clear of subnormal numbers.
+    plan = kernel.mul_(u[:, None]).mul_(v[None, :])
     return SinkhornResult(
         plan=plan,
-        log_plan=log_plan,
         epsilon=epsilon_value,
         iterations=iterations,
         error=error,

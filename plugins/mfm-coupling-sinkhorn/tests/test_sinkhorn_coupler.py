@@ -178,7 +178,7 @@ def test_no_gradient_flows_through_the_pairs() -> None:
         ({"max_iter": 0}, "max_iter must be at least 1, got 0"),
         ({"tol": -1e-4}, "tol must be positive, got -0.0001"),
         ({"sample": "greedy"}, "sample must be 'plan' or 'permutation', got 'greedy'"),
-        ({"scope": "world"}, "scope must be 'local' or 'global', got 'world'"),
+        ({"scope": "world"}, "'local' or 'global', got 'world'"),
     ],
 )
 def test_bad_parameters_are_value_errors(kwargs, message) -> None:
