@@ -35,6 +35,11 @@ HOOKS = {
 }
 KINDS = tuple(HOOKS)
 
+FIRST_PARTY_PLUGINS = {
+    ("coupler", "sinkhorn"): "mfm-coupling-sinkhorn",
+}
+"""Components shipped as separate distributions under ``plugins/`` of the mfm repository."""
+
 
 class PluginWarning(UserWarning):
     """A plugin could not be loaded; its components are unavailable."""
@@ -184,6 +189,13 @@ class Registry:
         if name in registered:
             return registered[name]
         where = f"{path}.name: " if path else ""
+        package = FIRST_PARTY_PLUGINS.get((kind, name))
+        if package is not None:
+            raise UnknownComponentError(
+                f"{where}{kind} '{name}' is provided by the plugin package {package}, which is "
+                f"not installed: pip install {package} (or, from a checkout of mfm, "
+                f"pip install ./plugins/{package})"
+            )
         close = difflib.get_close_matches(name, list(registered), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else "."
         available = ", ".join(sorted(registered)) or "none"

@@ -220,3 +220,9 @@ def test_a_factory_that_breaks_its_protocol_is_reported_as_the_plugins_fault():
     registry = fresh(BadFactoryPlugin())
     with pytest.raises(PluginError, match=r"\$\.model: vector_field 'bad' from dist0 1\.0"):
         registry.create("vector_field", "bad", {}, path="$.model", provided={"data_shape": (2,)})
+
+
+def test_a_first_party_plugin_that_is_not_installed_is_named() -> None:
+    registry = Registry(load_entry_points=False)
+    with pytest.raises(UnknownComponentError, match="pip install ./plugins/mfm-coupling-sinkhorn"):
+        registry.get("coupler", "sinkhorn", "$.coupler")
