@@ -25,11 +25,11 @@ def local_search(
     """A local optimum of the assignment under pairwise swaps, from a random permutation.
 
     Each sweep finds, for every noise sample a, the swap of partners with another noise
-    sample b that lowers the total cost most, and applies at once every such swap that is
-    the best one at both of its ends (so the applied swaps touch disjoint pairs). Every swap
-    lowers the cost of the two pairs it touches, so the total cost never rises. The search
-    ends when no swap lowers the cost by more than rounding (then no improving swap is
-    left) or after ``max_sweeps`` sweeps. Returns ``j[i]``, the partner of each row.
+    sample b that lowers the total cost most, then applies a maximal set of these swaps that
+    touch disjoint pairs, best gains first. Every swap lowers the cost of the two pairs it
+    touches, so the total cost never rises. The search ends when no swap lowers the cost by
+    more than rounding (then no improving swap is left) or after ``max_sweeps`` sweeps.
+    Returns ``j[i]``, the partner of each row (``partner``, the start, is not modified).
 
     Cost: O(k^2) memory, two passes over a (k, k) matrix per sweep, and O(k) work per
     applied swap to keep that matrix current.
@@ -46,34 +46,56 @@ def local_search(
     crossing = costs[:, partner]
     crossing = crossing + crossing.T
     own = costs[arange, partner]
+    scratch = torch.empty_like(crossing)
     sweeps = 0
     while max_sweeps is None or sweeps < max_sweeps:
         # G[a, b] = own[a] + own[b] - crossing[a, b]; own[a] is constant along row a.
-        best_b = (own[None, :] - crossing).argmax(dim=1)
-        gain = (own + own[best_b]) - crossing[arange, best_b]
+        _, best_b = torch.sub(own[None, :], crossing, out=scratch).max(dim=1)
+        gain = (own + own[best_b]) - crossing[arange, best_b]  # symmetric in (a, b)
         improving = gain > tolerance
-        a, b, gain = arange[improving], best_b[improving], gain[improving]
+        a, b = _disjoint(arange[improving], best_b[improving], gain[improving], k)
         if len(a) == 0:
             break
-        # A swap is applied when no candidate swap touching either of its ends gains more
-        # (ties go to the first candidate), so the applied swaps touch disjoint pairs.
+        ends, swapped = torch.cat([a, b]), torch.cat([b, a])
+        partner[ends] = partner[swapped]
+        own[ends] = costs[ends, partner[ends]]
+        rows = costs[ends][:, partner] + costs_t[partner[ends]]
+        crossing[ends] = rows
+        crossing.scatter_(1, ends.expand(k, -1), rows.T)
+        sweeps += 1
+    return partner
+
+
+def _disjoint(
+    a: torch.Tensor, b: torch.Tensor, gain: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A maximal set of the candidate swaps ``(a, b)`` touching disjoint samples: repeatedly
+    take every candidate that gains most at both of its ends (ties to the first), then drop
+    the candidates touching a taken sample. A swap's gain depends only on its two pairs, so
+    the gains of the remaining candidates stay exact."""
+    device = a.device
+    taken_a, taken_b = [], []
+    used = torch.zeros(k, dtype=torch.bool, device=device)
+    while len(a):
         ends = torch.cat([a, b])
         best_at = torch.full((k,), -torch.inf, dtype=gain.dtype, device=device)
         best_at.scatter_reduce_(0, ends, torch.cat([gain, gain]), reduce="amax")
         top = (gain == best_at[a]) & (gain == best_at[b])
-        a, b = a[top], b[top]
         edge = torch.arange(len(a), device=device)
         first = torch.full((k,), len(a), dtype=torch.long, device=device)
-        first.scatter_reduce_(0, torch.cat([a, b]), torch.cat([edge, edge]), reduce="amin")
-        apply = (first[a] == edge) & (first[b] == edge)
-        ends = torch.cat([a[apply], b[apply]])
-        partner[ends] = partner[torch.cat([b[apply], a[apply]])]
-        own[ends] = costs[ends, partner[ends]]
-        rows = costs[ends][:, partner] + costs_t[partner[ends]]
-        crossing[ends] = rows
-        crossing[:, ends] = rows.T
-        sweeps += 1
-    return partner
+        first.scatter_reduce_(
+            0, torch.cat([a[top], b[top]]), torch.cat([edge[top], edge[top]]), reduce="amin"
+        )
+        take = top & (first[a] == edge) & (first[b] == edge)
+        taken_a.append(a[take])
+        taken_b.append(b[take])
+        used[a[take]] = True
+        used[b[take]] = True
+        keep = ~used[a] & ~used[b]
+        a, b, gain = a[keep], b[keep], gain[keep]
+    if not taken_a:
+        return a, b
+    return torch.cat(taken_a), torch.cat(taken_b)
 
 
 class HeuristicCoupler(PairCoupler):
