@@ -39,23 +39,20 @@ RegMode = Literal["relative", "absolute"]
 class _Limits:
     """Where the exponential-domain iterations stay exact, for one floating dtype.
 
-    Log-kernel entries are clamped below at ``floor``: subnormal numbers make
-    CPU arithmetic (``exp`` most of all) up to forty times slower. Plan entries changed that
-    way stay below ``exp(floor + 2 * accurate) = exp(-37)`` as long as
-    ``|log u|, |log v| <= accurate``, and products ``K[i, j] * v[j]`` stay normal.
-    Corrections larger than ``absorb`` are moved into the kernel at the next check; a block
-    that ended beyond ``accurate`` (or overflowed) is redone in the log domain.
+    Log-kernel entries are clamped below at ``floor``: subnormal numbers make CPU arithmetic
+    (``exp`` most of all) up to forty times slower. Plan entries changed that way stay below
+    ``exp(floor + 2 * accurate) = exp(-37)`` as long as ``|log u|, |log v| <= accurate``,
+    and the entries of ``diag(u) K diag(v)`` stay normal numbers. A block that ended beyond
+    ``accurate`` (or overflowed) is redone in the log domain.
     """
 
     floor: float
     accurate: float
-    absorb: float
 
     @classmethod
     def of(cls, dtype: torch.dtype) -> _Limits:
         floor = 0.7 * math.log(torch.finfo(dtype).tiny)  # float32: -61, float64: -496
-        accurate = (-37.0 - floor) / 2.0  # float32: 12, float64: 229
-        return cls(floor=floor, accurate=accurate, absorb=accurate / 2.0)
+        return cls(floor=floor, accurate=(-37.0 - floor) / 2.0)  # float32: 12, float64: 229
 
 
 @attrs.frozen(kw_only=True)
@@ -64,7 +61,7 @@ class SinkhornResult:
 
     ``plan``: (k0, k1), rows summing to ``1/k0`` and columns to ``1/k1`` up to ``error``, the
     L1 marginal error ``sum_i |plan[i, :].sum() - 1/k0| + sum_j |plan[:, j].sum() - 1/k1|``.
-    Entries far below the others (under about ``exp(-61)`` in float32, ``exp(-496)`` in
+    Entries far below the others (under about ``exp(-65)`` in float32, ``exp(-531)`` in
     float64) are stored at about that size, to keep subnormal numbers out of the arithmetic.
     ``epsilon``: the regularisation in cost units. ``iterations``: Sinkhorn iterations made
     (one row and one column update each). ``converged``: ``error < tol``.
@@ -98,11 +95,11 @@ def check_sinkhorn_params(
         raise ValueError(f"check_every must be at least 1, got {check_every}")
 
 
-def _epsilon(costs: torch.Tensor, reg: float, reg_mode: str) -> torch.Tensor:
+def _epsilon(costs: torch.Tensor, reg: float, reg_mode: str) -> float:
     if reg_mode == "absolute":
-        return torch.tensor(reg, dtype=costs.dtype, device=costs.device)
+        return reg
     # All-zero costs give epsilon 0; any positive value then yields the same (uniform) plan.
-    return (reg * costs.mean()).clamp_min(torch.finfo(costs.dtype).tiny)
+    return max(reg * costs.mean().item(), torch.finfo(costs.dtype).tiny)
 
 
 @torch.no_grad()
@@ -134,62 +131,81 @@ def sinkhorn_plan(
     a = torch.full((k0,), 1.0 / k0, dtype=costs.dtype, device=costs.device)
     b = torch.full((k1,), 1.0 / k1, dtype=costs.dtype, device=costs.device)
     epsilon = _epsilon(costs, reg, reg_mode)
-    # The log of the Gibbs kernel from the reduced costs C[i, j] - min_j C[i, j] - min_i (...):
-    # the same plan, but every row and column of the reduced costs holds a 0, and the
-    # potentials stay of the size of log k instead of C / epsilon, whose float32 rounding
-    # would otherwise limit how well the marginals can be fitted.
-    scaled = torch.sub(costs, costs.amin(dim=1, keepdim=True))
-    scaled.sub_(scaled.amin(dim=0, keepdim=True)).div_(-epsilon)
+    # The reduced costs C[i, j] - min_j C[i, j] - min_i (...) give the same plan, but every
+    # row and column of them holds a 0, and the potentials stay of the size of log k instead
+    # of C / epsilon, whose float32 rounding would otherwise limit how well the marginals can
+    # be fitted. The log-kernel is scale * reduced, folded into the passes that use it.
+    reduced = torch.sub(costs, costs.amin(dim=1, keepdim=True))
+    reduced.sub_(reduced.amin(dim=0, keepdim=True))
+    scale = -1.0 / epsilon
     limits = _Limits.of(costs.dtype)
-    kernel = torch.empty_like(scaled)  # also the work space of the log-domain steps
+    kernel = torch.empty_like(reduced)  # also the work space of the log-domain steps
     # First kernel: entries at most a * b, one of them equal to a * b in every row and
     # column, so the first corrections satisfy 1 <= u <= k1 and 1/k1 <= v <= k0.
     f = torch.full_like(a, log_a)
     g = torch.full_like(b, log_b)
 
     def absorb() -> torch.Tensor:
-        torch.add(scaled, f[:, None], out=kernel).add_(g[None, :])
+        torch.add(f[:, None], reduced, alpha=scale, out=kernel).add_(g[None, :])
         kernel.clamp_min_(limits.floor).exp_()
         return kernel.sum(dim=1)  # K v with v = 1
 
     kernel_t = kernel.T
-    u, v, kv = torch.ones_like(a), torch.ones_like(b), absorb()
+    kv_absorbed = absorb()
+    u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
+    u_checked, v_checked = u, v  # the corrections at the last check that stayed accurate
     relax = _Relaxation()
-    iterations, checks = 0, 0
+    iterations, since_absorbed = 0, 0
+    length = 1  # of the next block: 1, 2, 4, ... up to check_every, halved after overflows
     while True:
-        # Corrections grow fastest at first: check (and absorb) after 1, 2, 4, ... iterations.
-        steps = min(check_every, 2**checks, max_iter - iterations)
-        checks += 1
+        steps = min(length, max_iter - iterations)
         for _ in range(steps):
             u = relax(u, a / kv)
             ktu = torch.mv(kernel_t, u)
             v = relax(v, b / ktu)
             kv = torch.mv(kernel, v)
-        iterations += steps
         # The plan diag(u) K diag(v) has rows u * (K v) and columns v * (K^T u).
         log_u, log_v = u.log(), v.log()
         size = torch.maximum(log_u.abs().max(), log_v.abs().max())
         error = (u * kv - a).abs().sum() + (v * ktu - b).abs().sum()
         # the one host synchronisation of the block
-        error, size, epsilon_value = torch.stack([error, size, epsilon]).tolist()
+        error, size = torch.stack([error, size]).tolist()
         if not size <= limits.accurate:  # also catches inf and NaN
-            f, g = _log_domain_steps(scaled, f, g, log_a, log_b, steps, limits.floor, kernel)
-            u, v, kv = torch.ones_like(a), torch.ones_like(b), absorb()
-            error = (kv - a).abs().sum().item()  # the columns are exact
-            relax.restart()
-        elif error >= tol and iterations < max_iter:
-            relax.observe(error, steps, full=steps == check_every)
-            if size > limits.absorb:
-                f, g = f + log_u, g + log_v
-                u, v, kv = torch.ones_like(a), torch.ones_like(b), absorb()
+            # Go back to the last check, absorb, and go on with shorter blocks, or with an
+            # exact log-domain step when even one step leaves the accurate range.
+            relax.back_off()
+            f, g = f + u_checked.log(), g + v_checked.log()
+            if steps == 1:
+                f, g = _log_domain_step(reduced, scale, f, g, log_a, log_b, limits, kernel)
+                iterations += 1
+            kv_absorbed, since_absorbed = absorb(), 0
+            u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
+            u_checked, v_checked = u, v
+            length = max(1, steps // 2)
+            if steps == 1:
+                error = (kv_absorbed - a).abs().sum().item()  # the columns are exact
+                if error < tol or iterations == max_iter:
+                    break
+            continue
+        iterations += steps
+        since_absorbed += steps
+        u_checked, v_checked = u, v
+        relax.observe(error, steps, full=steps == check_every)
         if error < tol or iterations == max_iter:
             break
-    # diag(u) K diag(v), written over K: its entries stay above exp(floor - 2 * accurate),
-    # clear of subnormal numbers.
+        length = min(2 * length, check_every)
+        # Absorb when the corrections, growing as they did, could leave the accurate range
+        # before the next check.
+        if size * (since_absorbed + length) > limits.accurate * since_absorbed:
+            f, g = f + log_u, g + log_v
+            kv_absorbed, since_absorbed = absorb(), 0
+            u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
+            u_checked, v_checked = u, v
+    # diag(u) K diag(v), written over K (its entries are normal numbers, see _Limits).
     plan = kernel.mul_(u[:, None]).mul_(v[None, :])
     return SinkhornResult(
         plan=plan,
-        epsilon=epsilon_value,
+        epsilon=epsilon,
         iterations=iterations,
         error=error,
         converged=error < tol,
@@ -200,18 +216,18 @@ class _Relaxation:
     """Over-relaxed Sinkhorn (Thibault et al. 2017; Lehmann et al. 2021): the potentials move
     ``omega`` times as far as a plain step, ``u <- u^(1 - omega) * (a / K v)^omega``.
 
-    Plain Sinkhorn converges linearly at a rate ``r`` close to 1 when epsilon is small; with
-    ``omega = 2 / (1 + sqrt(1 - r))`` the rate becomes ``omega - 1``, e.g. 0.94 instead of
-    0.999 (Young's optimal over-relaxation; Sinkhorn's alternating updates are a block
-    Gauss-Seidel iteration). ``r`` is measured from the errors of two successive plain blocks
-    and relaxation starts once two measurements agree; any check whose error is not below the
-    previous one goes back to plain steps and measures again.
+    Near the solution plain Sinkhorn converges linearly at a rate ``r`` close to 1 when
+    epsilon is small; with ``omega = 2 / (1 + sqrt(1 - r))`` the rate becomes ``omega - 1``,
+    e.g. 0.94 instead of 0.999 (Young's optimal over-relaxation; Sinkhorn's alternating
+    updates are a block Gauss-Seidel iteration). ``r`` is measured from the errors of
+    successive plain blocks; relaxation starts once the error is below ``_LOCAL`` (far from
+    the solution the rate says little) and two measurements agree. A relaxed block whose
+    error is not below the previous one (or that overflowed: ``back_off``) goes back to
+    plain steps, and lowers the largest ``omega`` allowed from then on.
     """
 
     def __init__(self) -> None:
-        self.restart()
-
-    def restart(self) -> None:
+        self.largest = _MAX_OMEGA
         self.omega = 1.0
         self.error = math.inf
         self.rate: float | None = None
@@ -221,47 +237,58 @@ class _Relaxation:
             return plain
         return current.pow(1.0 - self.omega).mul_(plain.pow(self.omega))
 
+    def back_off(self) -> None:
+        if self.omega > 1.0:
+            self.largest = 1.0 + (self.largest - 1.0) / 2.0
+        self.omega, self.error, self.rate = 1.0, math.inf, None
+
     def observe(self, error: float, steps: int, *, full: bool) -> None:
         previous, self.error = self.error, error
         if not error < previous:
-            self.omega, self.rate = 1.0, None
-        elif self.omega == 1.0 and full and error > 0.0:
+            self.back_off()
+            self.error = error
+        elif self.omega == 1.0 and full and 0.0 < error < _LOCAL:
             rate = (error / previous) ** (1.0 / steps)
             if self.rate is not None and abs(rate - self.rate) < 0.1 * (1.0 - rate):
-                self.omega = min(2.0 / (1.0 + math.sqrt(1.0 - rate)), _MAX_OMEGA)
+                self.omega = min(2.0 / (1.0 + math.sqrt(1.0 - rate)), self.largest)
             self.rate = rate
 
 
 _MAX_OMEGA = 1.95
+_LOCAL = 1e-2
 
 
-def _log_domain_steps(
-    scaled: torch.Tensor,
+def _log_domain_step(
+    reduced: torch.Tensor,
+    scale: float,
     f: torch.Tensor,
     g: torch.Tensor,
     log_a: float,
     log_b: float,
-    steps: int,
-    floor: float,
+    limits: _Limits,
     work: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` exact log-domain Sinkhorn iterations from potentials ``f, g``."""
-    for _ in range(steps):
-        f = log_a - _logsumexp(scaled, g[None, :], 1, floor, work)
-        g = log_b - _logsumexp(scaled, f[:, None], 0, floor, work)
+    """One exact log-domain Sinkhorn iteration from potentials ``f, g``."""
+    f = log_a - _logsumexp(reduced, scale, g[None, :], 1, limits.floor, work)
+    g = log_b - _logsumexp(reduced, scale, f[:, None], 0, limits.floor, work)
     return f, g
 
 
 def _logsumexp(
-    scaled: torch.Tensor, shift: torch.Tensor, dim: int, floor: float, work: torch.Tensor
+    reduced: torch.Tensor,
+    scale: float,
+    shift: torch.Tensor,
+    dim: int,
+    floor: float,
+    work: torch.Tensor,
 ) -> torch.Tensor:
-    """``torch.logsumexp(scaled + shift, dim)`` computed in the buffer ``work``.
+    """``torch.logsumexp(scale * reduced + shift, dim)`` computed in the buffer ``work``.
 
     Terms below ``exp(floor)`` times the largest count as that much: ``torch.logsumexp``
     would compute them as subnormal numbers, forty times slower. Reusing ``work`` avoids a
     fresh (k0, k1) allocation, whose page faults cost more than the arithmetic.
     """
-    torch.add(scaled, shift, out=work)
+    torch.add(shift, reduced, alpha=scale, out=work)
     top = work.amax(dim=dim, keepdim=True)
     total = work.sub_(top).clamp_min_(floor).exp_().sum(dim=dim, keepdim=True)
     return total.log_().add_(top).squeeze(dim)
