@@ -82,9 +82,9 @@ def test_large_reg_gives_the_independent_plan() -> None:
 
 def test_cost_of_the_plan_does_not_decrease_with_reg() -> None:
     costs = costs_between(60, 60).double()
-    regs = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    regs = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
     plan_costs = [
-        plan_cost(sinkhorn_plan(costs, reg, tol=1e-9, max_iter=50_000).plan, costs) for reg in regs
+        plan_cost(sinkhorn_plan(costs, reg, tol=1e-8, max_iter=20_000).plan, costs) for reg in regs
     ]
     assert all(b >= a for a, b in itertools.pairwise(plan_costs)), plan_costs
     assert exact_cost(costs) <= plan_costs[0] < plan_costs[-1] <= costs.mean().item()
