@@ -164,12 +164,18 @@ def sinkhorn_plan(
             ktu = torch.mv(kernel_t, u)
             v = relax(v, b / ktu)
             kv = torch.mv(kernel, v)
-        # The plan diag(u) K diag(v) has rows u * (K v) and columns v * (K^T u).
-        log_u, log_v = u.log(), v.log()
-        size = torch.maximum(log_u.abs().max(), log_v.abs().max())
-        error = (u * kv - a).abs().sum() + (v * ktu - b).abs().sum()
-        # the one host synchronisation of the block
-        error, size = torch.stack([error, size]).tolist()
+        # The plan diag(u) K diag(v) has rows u * (K v) and columns v * (K^T u). One host
+        # synchronisation per block reads the error and the extremes of the corrections.
+        row_error, column_error, *extremes = torch.stack(
+            [
+                torch.dist(u * kv, a, 1),
+                torch.dist(v * ktu, b, 1),
+                *torch.aminmax(u),
+                *torch.aminmax(v),
+            ]
+        ).tolist()
+        error = row_error + column_error
+        size = max(abs(math.log(x)) if x > 0 else math.inf for x in extremes)
         if not size <= limits.accurate:  # also catches inf and NaN
             # Go back to the last check, absorb, and go on with shorter blocks, or with an
             # exact log-domain step when even one step leaves the accurate range.
@@ -197,7 +203,7 @@ def sinkhorn_plan(
         # Absorb when the corrections, growing as they did, could leave the accurate range
         # before the next check.
         if size * (since_absorbed + length) > limits.accurate * since_absorbed:
-            f, g = f + log_u, g + log_v
+            f, g = f + u.log(), g + v.log()
             kv_absorbed, since_absorbed = absorb(), 0
             u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
             u_checked, v_checked = u, v
