@@ -10,9 +10,10 @@ Stopping rules differ. The plugin stops when the L1 error of both marginals is b
 ``tol``; POT stops when the L2 norm of its column-marginal error is below ``stopThr``. Since
 L1 <= sqrt(k) * L2, POT with ``stopThr = tol / sqrt(k)`` gives the same guarantee as the
 plugin; ``stopThr = tol`` (POT's own reading of the same number) is looser, and is shown
-too. Each cell: best wall time over the repeats (ten times as many for k < 1024), iterations, and the L1 marginal error of
-the returned plan. POT's log-domain method is skipped at k = 4096 (minutes). The solvers
-take turns, so that a varying load on the machine affects them alike.
+too. Each cell: the best wall time over the repeats (ten times as many for k < 1024), the
+iterations, and the L1 marginal error of the returned plan. The solvers take turns, so that
+a varying load on the machine affects them alike. POT's log-domain method is skipped at
+k = 4096 (minutes).
 """
 
 from __future__ import annotations
