@@ -15,11 +15,12 @@ How it is computed (log-stabilised Sinkhorn, Schmitzer 2019), all on the device 
   two matrix-vector products (``u = a / (K v)``, ``v = b / (K^T u)``), about 20 times cheaper
   than a ``logsumexp`` over the matrix.
 - Every ``check_every`` iterations (after 1, 2, 4, 8 at the start) one host synchronisation
-  reads the marginal error and the size of ``log u, log v``. Large corrections are absorbed;
-  a block whose corrections grew out of the accurate range or overflowed (tiny epsilon, far
-  from convergence) is redone with exact ``logsumexp`` steps (see ``_Limits``).
-- Once the error falls at a steady rate, the updates are over-relaxed (see ``_Relaxation``),
-  which cuts the number of iterations by 1.3x (reg 0.05) to 3x (reg 0.001).
+  reads the marginal error and the extremes of ``u, v``. Corrections that could leave the
+  accurate range by the next check are absorbed. A block that did leave it (tiny epsilon,
+  far from convergence) is dropped: the solver goes back to the last check and goes on with
+  blocks half as long, down to single exact ``logsumexp`` steps (see ``_Limits``).
+- Near the solution the updates are over-relaxed (see ``_Relaxation``): 1.0 to 1.45 times
+  fewer iterations in our tests, most at moderate epsilon.
 
 The result is that of log-domain Sinkhorn at the price of exponential-domain Sinkhorn.
 """
@@ -126,11 +127,35 @@ def sinkhorn_plan(
     if costs.dim() != 2 or costs.numel() == 0:
         raise ValueError(f"costs must be a non-empty (k0, k1) matrix, got {tuple(costs.shape)}")
     costs = costs.to(torch.promote_types(costs.dtype, torch.float32))
+    epsilon = _epsilon(costs, reg, reg_mode)
+    # The plan is written here; a tensor made outside inference mode, so that callers may
+    # use it in computations that autograd records.
+    plan = torch.empty_like(costs)
+    with torch.inference_mode():  # less per-operation overhead, which counts for small k
+        iterations, error = _solve(costs, epsilon, max_iter, tol, check_every, plan)
+    return SinkhornResult(
+        plan=plan,
+        epsilon=epsilon,
+        iterations=iterations,
+        error=error,
+        converged=error < tol,
+    )
+
+
+def _solve(
+    costs: torch.Tensor,
+    epsilon: float,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+    kernel: torch.Tensor,
+) -> tuple[int, float]:
+    """The iterations of ``sinkhorn_plan``; the plan ends in ``kernel``. Returns the
+    iterations made and the L1 marginal error."""
     k0, k1 = costs.shape
     log_a, log_b = -math.log(k0), -math.log(k1)
     a = torch.full((k0,), 1.0 / k0, dtype=costs.dtype, device=costs.device)
     b = torch.full((k1,), 1.0 / k1, dtype=costs.dtype, device=costs.device)
-    epsilon = _epsilon(costs, reg, reg_mode)
     # The reduced costs C[i, j] - min_j C[i, j] - min_i (...) give the same plan, but every
     # row and column of them holds a 0, and the potentials stay of the size of log k instead
     # of C / epsilon, whose float32 rounding would otherwise limit how well the marginals can
@@ -139,7 +164,6 @@ def sinkhorn_plan(
     reduced.sub_(reduced.amin(dim=0, keepdim=True))
     scale = -1.0 / epsilon
     limits = _Limits.of(costs.dtype)
-    kernel = torch.empty_like(reduced)  # also the work space of the log-domain steps
     # First kernel: entries at most a * b, one of them equal to a * b in every row and
     # column, so the first corrections satisfy 1 <= u <= k1 and 1/k1 <= v <= k0.
     f = torch.full_like(a, log_a)
@@ -208,14 +232,8 @@ def sinkhorn_plan(
             u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
             u_checked, v_checked = u, v
     # diag(u) K diag(v), written over K (its entries are normal numbers, see _Limits).
-    plan = kernel.mul_(u[:, None]).mul_(v[None, :])
-    return SinkhornResult(
-        plan=plan,
-        epsilon=epsilon,
-        iterations=iterations,
-        error=error,
-        converged=error < tol,
-    )
+    kernel.mul_(u[:, None]).mul_(v[None, :])
+    return iterations, error
 
 
 class _Relaxation:

@@ -160,3 +160,11 @@ def test_bad_parameters_are_value_errors(kwargs, message) -> None:
 def test_costs_must_be_a_matrix() -> None:
     with pytest.raises(ValueError, match=r"non-empty \(k0, k1\) matrix, got \(3,\)"):
         sinkhorn_plan(torch.rand(3))
+
+
+def test_the_plan_is_an_ordinary_tensor_for_autograd() -> None:
+    costs = costs_between(8, 8).requires_grad_()
+    result = sinkhorn_plan(costs)
+    assert not result.plan.requires_grad and not result.plan.is_inference()
+    (result.plan * costs).sum().backward()  # the plan as a constant weight
+    assert torch.equal(costs.grad, result.plan)
