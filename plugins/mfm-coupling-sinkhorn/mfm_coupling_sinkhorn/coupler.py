@@ -103,15 +103,17 @@ def draw_permutation(plan: torch.Tensor) -> torch.Tensor:
     concentrated on a permutation (small ``reg``) gives that permutation, and a uniform plan
     (large ``reg``) gives a uniformly random permutation. This is not the distribution
     proportional to ``prod_i plan[i, j[i]]`` (sampling that is #P-hard), but it is exact per
-    step and cheap: k sequential steps of O(k) work, about 0.1 s for k = 4096 on a CPU core.
+    step and cheap: k sequential steps of O(k) work, about 0.4 s for k = 4096 on a CPU core.
     It stays on the device with one host synchronisation (reading the row order).
     """
     k = len(plan)
-    free = torch.ones(k, dtype=plan.dtype, device=plan.device)
-    uniforms = torch.rand(k, 1, dtype=plan.dtype, device=plan.device)
-    j = torch.empty(k, dtype=torch.long, device=plan.device)
-    for step, i in enumerate(torch.randperm(k, device=plan.device).tolist()):
-        choice = _search(torch.cumsum(plan[i] * free, dim=0), uniforms[step])
-        j[i : i + 1] = choice
-        free.index_fill_(0, choice, 0.0)
+    j = torch.empty(k, dtype=torch.long, device=plan.device)  # an ordinary tensor, see below
+    # Inference mode cuts the per-operation overhead of the k small steps by a third.
+    with torch.inference_mode():
+        free = torch.ones(k, dtype=plan.dtype, device=plan.device)
+        uniforms = torch.rand(k, 1, dtype=plan.dtype, device=plan.device)
+        for step, i in enumerate(torch.randperm(k, device=plan.device).tolist()):
+            choice = _search(torch.cumsum(plan[i] * free, dim=0), uniforms[step])
+            j[i : i + 1] = choice
+            free.index_fill_(0, choice, 0.0)
     return j
