@@ -179,7 +179,9 @@ def _solve(
     u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
     u_checked, v_checked = u, v  # the corrections at the last check that stayed accurate
     relax = _Relaxation()
-    iterations, since_absorbed = 0, 0
+    # Corrections grow from `base` (0 after an absorption); the first iteration's jump to
+    # at most log k is the starting kernel's offset, not growth.
+    iterations, since_absorbed, base = 0, 0, math.nan
     length = 1  # of the next block: 1, 2, 4, ... up to check_every, halved after overflows
     while True:
         steps = min(length, max_iter - iterations)
@@ -208,7 +210,7 @@ def _solve(
             if steps == 1:
                 f, g = _log_domain_step(reduced, scale, f, g, log_a, log_b, limits, kernel)
                 iterations += 1
-            kv_absorbed, since_absorbed = absorb(), 0
+            kv_absorbed, since_absorbed, base = absorb(), 0, 0.0
             u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
             u_checked, v_checked = u, v
             length = max(1, steps // 2)
@@ -219,6 +221,8 @@ def _solve(
             continue
         iterations += steps
         since_absorbed += steps
+        if math.isnan(base):
+            base, since_absorbed = size, 0
         u_checked, v_checked = u, v
         relax.observe(error, steps, full=steps == check_every)
         if error < tol or iterations == max_iter:
@@ -226,9 +230,10 @@ def _solve(
         length = min(2 * length, check_every)
         # Absorb when the corrections, growing as they did, could leave the accurate range
         # before the next check.
-        if size * (since_absorbed + length) > limits.accurate * since_absorbed:
+        growth = max(size - base, 0.0) / since_absorbed if since_absorbed else 0.0
+        if size + growth * length > limits.accurate:
             f, g = f + u.log(), g + v.log()
-            kv_absorbed, since_absorbed = absorb(), 0
+            kv_absorbed, since_absorbed, base = absorb(), 0, 0.0
             u, v, kv = torch.ones_like(a), torch.ones_like(b), kv_absorbed
             u_checked, v_checked = u, v
     # diag(u) K diag(v), written over K (its entries are normal numbers, see _Limits).
