@@ -43,6 +43,8 @@ class SinkhornCoupler(PairCoupler):
         within_class: bool = True,
         scope: Literal["local", "global"] = "local",
     ) -> None:
+        if cost is None:
+            raise ValueError("cost must name a cost: the plan is computed from the costs")
         super().__init__(cost=cost, within_class=within_class, scope=scope)
         check_sinkhorn_params(reg, reg_mode, max_iter, tol, check_every)
         if sample not in ("plan", "permutation"):

@@ -179,6 +179,7 @@ def test_no_gradient_flows_through_the_pairs() -> None:
         ({"tol": -1e-4}, "tol must be positive, got -0.0001"),
         ({"sample": "greedy"}, "sample must be 'plan' or 'permutation', got 'greedy'"),
         ({"scope": "world"}, "'local' or 'global', got 'world'"),
+        ({"cost": None}, "cost must name a cost"),
     ],
 )
 def test_bad_parameters_are_value_errors(kwargs, message) -> None:
