@@ -168,3 +168,32 @@ def test_the_plan_is_an_ordinary_tensor_for_autograd() -> None:
     assert not result.plan.requires_grad and not result.plan.is_inference()
     (result.plan * costs).sum().backward()  # the plan as a constant weight
     assert torch.equal(costs.grad, result.plan)
+
+
+def test_epsilon_scaling_ends_at_the_requested_epsilon() -> None:
+    # reg 0.01 is reached through epsilon 0.04 times the mean cost first.
+    ot = pytest.importorskip("ot")
+    costs = costs_between(40, 40).double()
+    result = sinkhorn_plan(costs, 0.01, tol=1e-9, max_iter=20_000)
+    weights = np.full(40, 1 / 40)
+    reference = ot.sinkhorn(
+        weights,
+        weights,
+        costs.numpy(),
+        result.epsilon,
+        method="sinkhorn_log",
+        stopThr=1e-12,
+        numItermax=20_000,
+    )
+    assert result.converged
+    assert np.abs(result.plan.numpy() - reference).sum() < 1e-7
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 5, 40])
+def test_an_early_stop_still_reports_the_true_error(max_iter) -> None:
+    costs = costs_between(50, 50)
+    result = sinkhorn_plan(costs, 1e-3, max_iter=max_iter)
+    rows, cols = marginal_errors(result.plan)
+    assert result.iterations == max_iter and not result.converged
+    assert torch.isfinite(result.plan).all()
+    assert rows + cols == pytest.approx(result.error, rel=1e-3)
