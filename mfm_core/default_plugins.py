@@ -19,6 +19,7 @@ from mfm_core.datasets.toy2d import (
 from mfm_core.hookspecs import Register, hookimpl
 from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
+from mfm_core.models.unet import UNet
 from mfm_core.paths.cond_ot import CondOTPath
 from mfm_core.solvers.adaptive import Dopri5Solver
 from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
@@ -38,6 +39,7 @@ def register_paths(register: Register) -> None:
 @hookimpl
 def register_vector_fields(register: Register) -> None:
     register("mlp", MLP)
+    register("unet", UNet)
 
 
 @hookimpl
