@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mfm_core.couplers import ExactCoupler, IndependentCoupler
 from mfm_core.datasets.file import FileDataset
+from mfm_core.datasets.images import Cifar10Dataset, ImageFolderDataset, ImageNetNpzDataset
 from mfm_core.datasets.toy2d import (
     Checkerboard,
     Circles,
@@ -60,6 +61,9 @@ def register_datasets(register: Register) -> None:
     register("circles", Circles)
     register("spirals", Spirals)
     register("file", FileDataset)
+    register("imagenet-npz", ImageNetNpzDataset)
+    register("cifar10", Cifar10Dataset)
+    register("image-folder", ImageFolderDataset)
 
 
 @hookimpl
