@@ -111,6 +111,19 @@ def test_imagenet_train_and_val(tmp_path: Path) -> None:
     assert_pickles_cheaply(train, limit=2000)
 
 
+def test_imagenet_through_a_dataloader_with_workers(tmp_path: Path) -> None:
+    written = write_imagenet_npz(tmp_path, 4, 5, 2)
+    dataset = ImageNetNpzDataset(root=str(tmp_path), resolution=4)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[3, 0, 9], [1]], num_workers=1)
+    (images, labels), (image, label) = list(loader)
+    assert (
+        images.shape == (3, 3, 4, 4)
+        and labels.tolist() == (written["train"][1][[3, 0, 9]] - 1).tolist()
+    )
+    torch.testing.assert_close(images[2], dataset[9][0])
+    torch.testing.assert_close(image[0], dataset[1][0])
+
+
 def test_imagenet_files_in_a_subdirectory(tmp_path: Path) -> None:
     written = write_imagenet_npz(tmp_path / "Imagenet8_train_npz", 8, 3, 2)
     dataset = ImageNetNpzDataset(root=str(tmp_path), resolution=8)

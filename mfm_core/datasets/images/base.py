@@ -16,9 +16,9 @@ def to_float(pixels: np.ndarray) -> torch.Tensor:
 
 def existing_dir(root: str, expected: str) -> Path:
     """``root`` as a Path; a clear error when it is not a directory."""
-    path = Path(root).expanduser()
     if not root:
         raise ValueError(f"root is not set; expected a directory holding {expected} (data.root)")
+    path = Path(root).expanduser()
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
         raise ValueError(f"data root {str(path)!r} {what}; expected a directory holding {expected}")
@@ -49,6 +49,11 @@ class ImageDataset(abc.ABC):
             raise IndexError(f"index {index} is out of range for {len(self)} images")
         images, labels = self.pixels(np.array([index % len(self)]))
         return to_float(images[0]), int(labels[0])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """Items at ``indices`` in one read (a ``DataLoader`` calls this for each batch)."""
+        images, labels = self.pixels(np.asarray(indices, dtype=np.int64))
+        return list(zip(to_float(images), labels.tolist(), strict=True))
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         indices = torch.randint(len(self), (n,), generator=generator).numpy()
