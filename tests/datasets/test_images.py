@@ -178,6 +178,13 @@ def test_imagenet_cache_dir(tmp_path: Path, monkeypatch) -> None:
     assert not (root / ".mfm-cache").exists()
 
 
+def test_imagenet_unwritable_cache_dir(tmp_path: Path) -> None:
+    write_imagenet_npz(tmp_path, 4, 2, 1)
+    (tmp_path / "file").touch()
+    with pytest.raises(ValueError, match="cannot write the data cache in .*; set cache_dir"):
+        ImageNetNpzDataset(root=str(tmp_path), resolution=4, cache_dir=str(tmp_path / "file" / "c"))
+
+
 def _build_and_count(root: str, log: str) -> None:
     real = imagenet._convert
 

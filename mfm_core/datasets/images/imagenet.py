@@ -41,8 +41,9 @@ class ImageNetNpzDataset(ImageDataset):
 
     The first use converts the split into ``<cache_dir>/imagenet<res>-<split>-images.npy`` and
     ``-labels.npy`` (one batch file at a time), guarded by a file lock so that concurrent
-    ranks convert once. ``cache_dir`` defaults to ``<root>/.mfm-cache``, or, when ``root`` is
-    not writable, ``$XDG_CACHE_HOME/mfm/`` (``~/.cache/mfm/``) plus a hash of ``root``.
+    ranks convert once. ``cache_dir`` defaults to ``<root>/.mfm-cache`` if that exists or
+    ``root`` is writable, else to ``$XDG_CACHE_HOME/mfm/`` (``~/.cache/mfm/``) plus a hash of
+    ``root``.
     Changing a source file (its size or modification time) makes the cache convert again.
     """
 
@@ -128,7 +129,7 @@ def _cache_dir(root: Path, cache_dir: str | None) -> Path:
     if cache_dir:
         return Path(cache_dir).expanduser()
     inside = root / ".mfm-cache"
-    if os.access(inside if inside.is_dir() else root, os.W_OK):
+    if inside.is_dir() or os.access(root, os.W_OK):  # a fresh cache is read without writing
         return inside
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
