@@ -30,6 +30,8 @@ def assert_items_match(dataset, rows: np.ndarray, labels: np.ndarray) -> None:
         assert image.dtype == torch.float32 and image.shape == dataset.shape
         torch.testing.assert_close(image, expected_item(rows, index, dataset.shape), rtol=0, atol=0)
         assert label == labels[index]
+    with pytest.raises(IndexError):
+        dataset[len(rows)]
 
 
 def assert_samples_reproducible(dataset) -> None:

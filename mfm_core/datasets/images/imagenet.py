@@ -95,34 +95,35 @@ class ImageNetNpzDataset(ImageDataset):
 
 def _sources(root: Path, split: str) -> list[Path]:
     """The split's npz files under ``root`` or in one of its direct subdirectories."""
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    for directory in candidates:
-        if split == "val":
-            if (directory / "val_data.npz").is_file():
-                return [directory / "val_data.npz"]
-            continue
-        numbers = {
-            int(m.group(1)): p
-            for p in directory.iterdir()
-            if (m := _BATCH.fullmatch(p.name)) and p.is_file()
-        }
-        if numbers:
-            missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-            if missing:
-                raise ValueError(
-                    f"{directory} has train_data_batch_{max(numbers)}.npz but not "
-                    f"{', '.join(f'train_data_batch_{n}.npz' for n in missing)}; expected "
-                    f"{EXPECTED}"
-                )
-            if len(numbers) < OFFICIAL_TRAIN_BATCHES:
-                warnings.warn(
-                    f"{directory} holds {len(numbers)} of the {OFFICIAL_TRAIN_BATCHES} "
-                    "official train batches; training on those",
-                    stacklevel=3,
-                )
-            return [numbers[n] for n in sorted(numbers)]
+    for directory in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        if split == "val" and (directory / "val_data.npz").is_file():
+            return [directory / "val_data.npz"]
+        if split == "train" and (batches := _train_batches(directory)):
+            return batches
     name = "val_data.npz" if split == "val" else "train_data_batch_*.npz"
     raise ValueError(f"no {name} under {root} (nor in its subdirectories); expected {EXPECTED}")
+
+
+def _train_batches(directory: Path) -> list[Path]:
+    """``train_data_batch_<n>.npz`` in ``directory`` by n, which must run from 1 without gaps."""
+    numbers = {
+        int(m.group(1)): p
+        for p in directory.iterdir()
+        if (m := _BATCH.fullmatch(p.name)) and p.is_file()
+    }
+    missing = sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers))
+    if missing:
+        raise ValueError(
+            f"{directory} has train_data_batch_{max(numbers)}.npz but not "
+            f"{', '.join(f'train_data_batch_{n}.npz' for n in missing)}; expected {EXPECTED}"
+        )
+    if 0 < len(numbers) < OFFICIAL_TRAIN_BATCHES:
+        warnings.warn(
+            f"{directory} holds {len(numbers)} of the {OFFICIAL_TRAIN_BATCHES} official train "
+            "batches; training on those",
+            stacklevel=4,
+        )
+    return [numbers[n] for n in sorted(numbers)]
 
 
 def _cache_dir(root: Path, cache_dir: str | None) -> Path:
