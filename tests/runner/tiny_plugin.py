@@ -6,6 +6,8 @@ PYTHONPATH with the metadata of an installed distribution.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -14,7 +16,8 @@ from mfm_core import hookimpl
 
 class TinyImages:
     """``size`` images of shape (3, 8, 8) in [-1, 1]; item ``i`` is a fixed function of ``i``,
-    its label ``i % num_classes`` (no labels with ``num_classes = 0``)."""
+    its label ``i % num_classes`` (no labels with ``num_classes = 0``). With ``TINY_READ_LOG``
+    set, each process appends the indices it reads to ``$TINY_READ_LOG.<RANK>``."""
 
     def __init__(self, *, root: str, size: int = 64, num_classes: int = 4, hflip: bool = True):
         self.root = root
@@ -29,6 +32,9 @@ class TinyImages:
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not 0 <= index < self.size:
             raise IndexError(index)
+        if "TINY_READ_LOG" in os.environ:
+            with open(f"{os.environ['TINY_READ_LOG']}.{os.environ.get('RANK', 0)}", "a") as log:
+                log.write(f"{index}\n")
         generator = torch.Generator().manual_seed(index)
         image = torch.rand(self.shape, generator=generator) * 2 - 1
         return image, -1 if self.num_classes is None else index % self.num_classes
