@@ -54,15 +54,17 @@ def tile(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 def save_panels(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
     """Grids of uint8 images side by side, each under its caption (e.g. a solver and its
-    NFE), on white."""
+    NFE), on white; a panel is as wide as its grid or its caption."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     grids = [(caption, tile(images)) for caption, images in panels]
-    width = sum(g.shape[1] for _, g in grids) + GAP * (len(grids) + 1)
+    widths = [max(g.shape[1], math.ceil(draw.textlength(c))) for c, g in grids]
+    width = sum(widths) + GAP * (len(grids) + 1)
     height = max(g.shape[0] for _, g in grids) + CAPTION_HEIGHT + 2 * GAP
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     x = GAP
-    for caption, grid in grids:
+    for (caption, grid), panel_width in zip(grids, widths, strict=True):
         draw.text((x, GAP // 2), caption, fill="black")
         canvas.paste(_pil(grid).convert("RGB"), (x, CAPTION_HEIGHT + GAP))
-        x += grid.shape[1] + GAP
+        x += panel_width + GAP
     atomic_write(path, lambda handle: canvas.save(handle, format="PNG"))

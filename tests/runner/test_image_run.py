@@ -18,6 +18,7 @@ from PIL import Image
 from mfm_core.cli import main
 from mfm_core.config import load_config
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
+from mfm_core.runner.images import tile
 from mfm_core.runner.pipeline import build_pipeline
 from mfm_core.runner.run import resume_run, sample_run, start_run
 from mfm_core.runner.rundir import read_log
@@ -30,12 +31,11 @@ def losses(run_dir):
 def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_config, tmp_path):
     run_dir = start_run(image_config, ["eval.grid_every=6"], tmp_path / "runs", progress=False)
     assert [step for step, _ in losses(run_dir)] == list(range(1, 13))
-    # a 2 x 2 tile of 8-pixel images per panel: data, euler 1, euler 2, side by side
-    panel = 2 * 8 + 1
-    size = (3 * panel + 4 * 4, panel + 14 + 2 * 4)
+    # panels of 2 x 2 tiles of 8-pixel images (17 px), under a caption: data, euler 1, euler 2
     for name in ("grids/step-00000006.png", "grids/step-00000012.png", "samples.png"):
         with Image.open(run_dir / name) as picture:
-            assert picture.size == size and picture.mode == "RGB", name
+            assert picture.mode == "RGB" and picture.size[1] == 17 + 14 + 2 * 4, name
+            assert picture.size[0] >= 3 * 17 + 4 * 4
     assert sorted(p.name for p in (run_dir / "grids").iterdir()) == [
         "step-00000006.png",
         "step-00000012.png",
@@ -44,6 +44,9 @@ def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_c
         assert sorted(saved.files) == ["generated_0", "generated_1", "reference"]
         for name in saved.files:
             assert saved[name].dtype == np.uint8 and saved[name].shape == (4, 8, 8, 3)
+        with Image.open(run_dir / "samples.png") as picture:
+            data_panel = np.asarray(picture)[14 + 4 : 14 + 4 + 17, 4 : 4 + 17]
+        assert np.array_equal(data_panel, tile(saved["reference"]))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [(r["solver"], r["steps"], r["nfe"]) for r in metrics["samples"]] == [
         ("euler", 1, 1),
