@@ -217,3 +217,12 @@ def test_conditional_training_passes_labels_to_coupler_and_model(tiny_plugin, im
         trainer._micro_loss()
     dropped = torch.cat(calls)
     assert (dropped == -1).any() and (dropped >= 0).any()  # cond_drop = 0.5 nulls some labels
+
+
+def test_bf16_autocast_trains_on_the_cpu(tiny_plugin, image_config, tmp_path):
+    fp32 = losses(start_run(image_config, ["train.steps=3"], tmp_path / "a", progress=False))
+    bf16 = start_run(
+        image_config, ["train.steps=3", "train.precision=bf16"], tmp_path / "b", progress=False
+    )
+    assert all(np.isfinite(loss) for _, loss in losses(bf16))
+    assert losses(bf16) != fp32 and losses(bf16)[0][1] == pytest.approx(fp32[0][1], rel=0.05)
