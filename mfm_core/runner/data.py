@@ -17,10 +17,7 @@ import torch
 
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Dataset, IndexedDataset
-from mfm_core.runner.distributed import derived_seed
-
-EPOCH_STREAM = 1  # stream 0 is the trainer's generator of each rank
-FLIP_STREAM = 2
+from mfm_core.runner.distributed import EPOCH_STREAM, FLIP_STREAM, derived_seed
 
 
 def is_indexed(dataset: Dataset) -> bool:

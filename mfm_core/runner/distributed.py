@@ -98,6 +98,12 @@ def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
     dist.destroy_process_group()
 
 
+TRAIN_STREAM = 0  # each process's generator of noise, times, label drops (and toy data)
+EPOCH_STREAM = 1  # the permutation of each epoch of an indexed data set, shared by all
+FLIP_STREAM = 2  # each process's horizontal flips
+TORCH_STREAM = 3  # the global torch RNG (dropout) of each process but the first
+
+
 def derived_seed(seed: int, stream: int, index: int) -> int:
     """The seed of random ``stream`` number ``index`` (a rank, an epoch). Stream 0, index 0
     (rank 0's generator) is ``seed`` itself, so a one-process run draws what it always did;

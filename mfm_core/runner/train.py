@@ -24,7 +24,12 @@ from mfm_core.errors import CheckpointError, ConfigError, MfmError
 from mfm_core.protocols import Path as FlowPath
 from mfm_core.runner.checkpoint import load_latest, save_checkpoint
 from mfm_core.runner.data import draw_labelled, target_stream
-from mfm_core.runner.distributed import Distributed, derived_seed
+from mfm_core.runner.distributed import (
+    TORCH_STREAM,
+    TRAIN_STREAM,
+    Distributed,
+    derived_seed,
+)
 from mfm_core.runner.pipeline import Pipeline
 from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
 
@@ -204,8 +209,9 @@ class Trainer:
             else None
         )
         if dist.rank:  # the weights are initialised alike; dropout must differ per process
-            torch.manual_seed(derived_seed(train.seed, 0, dist.rank))
-        self.generator = torch.Generator().manual_seed(derived_seed(train.seed, 0, dist.rank))
+            torch.manual_seed(derived_seed(train.seed, TORCH_STREAM, dist.rank))
+        seed = derived_seed(train.seed, TRAIN_STREAM, dist.rank)
+        self.generator = torch.Generator().manual_seed(seed)
         self.stream = target_stream(
             pipeline.target,
             self.sizes.coupling,
@@ -262,7 +268,12 @@ class Trainer:
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        saved_world = state.get("world_size")
+        if "ranks" not in state:
+            raise CheckpointError(
+                f"the checkpoints of {self.run_dir} were written by an earlier mfm that kept no "
+                "per-process state; they cannot be resumed exactly: start a new run"
+            )
+        saved_world = state["world_size"]
         if saved_world != self.dist.world_size:
             raise CheckpointError(
                 f"the checkpoints of {self.run_dir} were written by {saved_world} processes; "
