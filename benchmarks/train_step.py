@@ -41,29 +41,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_coupler(name, model, path, optimizer, args, device, dtype) -> tuple[float, float]:
-    """Mean seconds per step and per coupling over ``args.steps`` steps (after warmup)."""
-    coupler = create("coupler", name)
+def timed_step(coupler, model, path, optimizer, args, device, dtype) -> tuple[float, float]:
+    """Seconds of one whole step and of its coupling."""
     shape = (args.batch, 3, args.resolution, args.resolution)
-    total = coupling = 0.0
-    for step in range(args.warmup + args.steps):
-        x0 = torch.randn(shape, device=device)
-        x1 = torch.rand(shape, device=device) * 2 - 1
-        t = torch.rand(args.batch, device=device)
-        _sync(device)
-        start = time.perf_counter()
-        x0, x1, _ = coupler(x0, x1).pairs(x0, x1)
-        _sync(device)
-        coupled = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        regression_loss(path, model, x0, x1, t, None, dtype).backward()
-        optimizer.step()
-        _sync(device)
-        end = time.perf_counter()
-        if step >= args.warmup:
-            total += end - start
-            coupling += coupled - start
-    return total / args.steps, coupling / args.steps
+    x0 = torch.randn(shape, device=device)
+    x1 = torch.rand(shape, device=device) * 2 - 1
+    t = torch.rand(args.batch, device=device)
+    _sync(device)
+    start = time.perf_counter()
+    x0, x1, _ = coupler(x0, x1).pairs(x0, x1)
+    _sync(device)
+    coupled = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    regression_loss(path, model, x0, x1, t, None, dtype).backward()
+    optimizer.step()
+    _sync(device)
+    return time.perf_counter() - start, coupled - start
+
+
+def build_couplers(names: list[str]) -> dict[str, object]:
+    """The couplers that can be built; the others are reported and left out."""
+    available = get_registry().names("coupler")
+    couplers = {}
+    for name in names:
+        if name not in available:
+            print(f"({name}: not installed)")
+            continue
+        try:
+            couplers[name] = create("coupler", name)
+        except MfmError as exc:  # e.g. a plugin built for another version of mfm
+            print(f"({name}: {exc})")
+    return couplers
 
 
 def main() -> None:
@@ -109,25 +117,24 @@ def main() -> None:
         f"{'bf16' if dtype else 'fp32'}, {torch.get_num_threads()} CPU threads, "
         f"mean of {args.steps} steps after {args.warmup}"
     )
-    available = get_registry().names("coupler")
+    couplers = build_couplers(args.couplers.split(","))
+    # Round robin, one step of each coupler in turn: a machine whose load drifts (a shared
+    # CPU) slows every coupler alike, so the comparison between them stays fair.
+    totals = {name: [0.0, 0.0] for name in couplers}
+    for step in range(args.warmup + args.steps):
+        for name, coupler in couplers.items():
+            seconds = timed_step(coupler, model, path, optimizer, args, device, dtype)
+            if step >= args.warmup:
+                totals[name][0] += seconds[0] / args.steps
+                totals[name][1] += seconds[1] / args.steps
+    base = totals.get("independent", [None])[0]
     print("\n| coupler | step (ms) | coupling (ms) | coupling share | step vs independent |")
-    print("|---|---|---|---|---|", flush=True)
-    base = None
-    for name in args.couplers.split(","):
-        if name not in available:
-            print(f"| {name} | not installed | | | |", flush=True)
-            continue
-        try:
-            step, coupling = time_coupler(name, model, path, optimizer, args, device, dtype)
-        except MfmError as exc:  # e.g. a plugin built for another version of mfm
-            print(f"| {name} | failed: {exc} | | | |", flush=True)
-            continue
-        base = step if name == "independent" else base
+    print("|---|---|---|---|---|")
+    for name, (step, coupling) in totals.items():
         versus = f"{100 * (step / base - 1):+.1f} %" if base else "-"
         print(
             f"| {name} | {1000 * step:.1f} | {1000 * coupling:.2f} | "
-            f"{100 * coupling / step:.2f} % | {versus} |",
-            flush=True,
+            f"{100 * coupling / step:.2f} % | {versus} |"
         )
 
 
