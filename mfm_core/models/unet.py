@@ -9,9 +9,10 @@ Recommended settings (``[model]`` tables of the shipped image configs):
 | CIFAR-10 | 128 | [1, 2, 2, 2] | 2 | [16] | num_heads 4 | 0.1 |
 
 ImageNet 64 is guided-diffusion's released 64x64 model (296 M parameters class-conditional);
-ImageNet 32 is the U-Net of the Flow Matching paper (Lipman et al. 2023, table 3), on which
-Multisample Flow Matching built; CIFAR-10 is the DDPM / TorchCFM network. All use
-``resblock_updown = true`` and ``use_scale_shift_norm = true`` (ADM's choices).
+ImageNet 32 is, as we read it, the U-Net of the Flow Matching paper (Lipman et al. 2023), on
+which Multisample Flow Matching built (dropout 0.1 at 64x64 is ADM's; we recall 0 in the Flow
+Matching paper). CIFAR-10 is the DDPM / TorchCFM size. All use ``resblock_updown = true`` and
+``use_scale_shift_norm = true`` (ADM's choices). docs/components.md has the parameter counts.
 """
 
 from __future__ import annotations
