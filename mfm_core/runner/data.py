@@ -148,7 +148,8 @@ class IndexedStream:
         self.position = (epoch + 1, 0) if batch + 1 == self.per_epoch else (epoch, batch + 1)
         if self.dataset.hflip:
             flip = torch.rand(len(samples), generator=self.flip_generator) < 0.5
-            samples = torch.where(flip[:, None, None, None], samples.flip(-1), samples)
+            flip = flip.view(-1, *[1] * (samples.dim() - 1))
+            samples = torch.where(flip, samples.flip(-1), samples)
         if self.dataset.num_classes is None:
             return samples, None
         return samples, labels.long()
