@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mfm_core.config import load_config
-from mfm_core.runner.run import start_run
+from mfm_core.runner.run import sample_run, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tomlconfigs"
@@ -48,7 +48,7 @@ def write_data(name: str, root: Path) -> None:
     if name == "cifar10":
         formats.write_cifar10(root, 8)
     else:
-        formats.write_imagenet_npz(root, CASES[name][0], 8, 2)
+        formats.write_imagenet_npz(root, CASES[name][0], 1, 10)  # all ten files, 10 images
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,20 @@ def test_two_training_steps_of_each_image_config_on_cpu(name, tmp_path):
         assert saved["generated_1"].shape == (4, resolution, resolution, 3)
         assert saved["generated_1"].dtype == np.uint8
     assert (run_dir / "samples.png").stat().st_size > 1000
+
+
+def test_class_conditional_cifar10_with_guidance_trains_and_samples_one_class(tmp_path):
+    write_data("cifar10", tmp_path / "data")
+    overrides = [
+        f"data.root={tmp_path / 'data'}",
+        *SMOKE,
+        *CASES["cifar10"][1],
+        "model.num_classes=10",
+        "train.cond_drop=0.5",
+        "eval.guidance=2.0",
+    ]
+    run_dir = start_run(CONFIGS / "cifar10.toml", overrides, tmp_path / "runs", progress=False)
+    out = tmp_path / "class3.npz"
+    sample_run(run_dir, ["solver.name=euler", "solver.steps=2"], 3, out, label=3, guidance=3.0)
+    with np.load(out) as data:
+        assert data["arr_0"].shape == (3, 32, 32, 3) and data["labels"].tolist() == [3, 3, 3]
