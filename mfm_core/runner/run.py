@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import operator
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,9 @@ def _train(
     return trainer, logger
 
 
-def _grid_writer(config: Config, pipeline: Pipeline, trainer: Trainer) -> Any:
+def _grid_writer(
+    config: Config, pipeline: Pipeline, trainer: Trainer
+) -> Callable[[int], None] | None:
     """Every ``eval.grid_every`` steps, ``grids/step-N.png`` (image data only)."""
     every = config.eval.grid_every
     if not every or not images.is_image_shape(tuple(pipeline.target.shape)):

@@ -313,9 +313,11 @@ class Trainer:
                 loaded = ("", state, str(path))
             except CheckpointError as exc:
                 loaded = (str(exc), None, "")
-        if self.dist.active:
-            loaded = self.dist.broadcast(loaded)
         error, state, path = loaded
+        if self.dist.active:  # the EMA weights stay on the main process, which keeps them
+            others = None if state is None else {k: v for k, v in state.items() if k != "ema"}
+            error, received, path = self.dist.broadcast((error, others, path))
+            state = state if self.dist.is_main else received
         if error:
             raise CheckpointError(error)
         self.load_state(state)

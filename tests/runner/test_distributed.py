@@ -3,6 +3,7 @@ shards, a checkpoint holding both processes' state that resumes exactly, clean e
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from mfm_core.runner.checkpoint import load_checkpoint
 from mfm_core.runner.run import resume_run
 from mfm_core.runner.rundir import read_log
 
-SHORT = ["train.batch_size=8", "train.checkpoint_every=3", "train.ema=0", "eval.grid=1"]
+SHORT = ["train.batch_size=8", "train.checkpoint_every=3", "eval.grid=1"]
 
 
 def torchrun(env: dict[str, str], *args: str, entry: list[str] | None = None):
@@ -64,6 +65,11 @@ def test_two_processes_train_one_run_on_disjoint_shards_and_resume_exactly(
     resumed = torchrun(plugin_env, "--resume", str(part_dir), "train.steps=8")
     assert resumed.returncode == 0, resumed.stderr
     assert losses(part_dir) == losses(run_dir)
+    # the EMA weights (kept by rank 0 alone) resumed too: the evaluation is the same
+    final = [
+        json.loads((d / "metrics.json").read_text())["final_loss"] for d in (run_dir, part_dir)
+    ]
+    assert final[0] == final[1]
 
 
 def test_resuming_with_another_number_of_processes_is_a_clear_error(
