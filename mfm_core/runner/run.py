@@ -256,7 +256,10 @@ def _sample_format(out: Path, fmt: str | None, image: bool) -> str:
                 "file name"
             )
         return out.suffix[1:]
-    return fmt or ("npz" if out.suffix == ".npz" else "png")
+    fmt = fmt or ("npz" if out.suffix == ".npz" else "png")
+    if fmt == "png" and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: PNG files go into a directory; this is a file")
+    return fmt
 
 
 def sample_run(

@@ -152,6 +152,10 @@ def test_sample_command_line(image_run, tmp_path, capsys):
     code = main(["sample", str(image_run), "--num", "3", "--out", "x", "--label", "9"])
     _, err = capsys.readouterr()
     assert code == 2 and err == "error: --label must be in [0, 4), got 9\n"
+    (tmp_path / "file").write_text("")
+    code = main(["sample", str(image_run), "--num", "3", "--out", str(tmp_path / "file")])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.endswith("PNG files go into a directory; this is a file\n")
 
 
 @pytest.mark.parametrize(
