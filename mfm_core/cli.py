@@ -46,6 +46,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
 
 
+def _is_main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0: they do not report."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from mfm_core.runner.run import resume_run, start_run
 
@@ -56,7 +61,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise MfmError("give a config file first: mfm-run CONFIG.toml [KEY=VALUE ...]")
         config, *overrides = args.args
         run_dir = start_run(config, overrides, args.runs, progress=not args.quiet)
-    print(f"done: {run_dir}")
+    if _is_main_process():
+        print(f"done: {run_dir}")
     return 0
 
 
@@ -98,8 +104,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from mfm_core.runner.run import sample_run
 
-    result = sample_run(args.run_dir, args.overrides, args.num, args.out, args.seed)
-    print(f"wrote {args.num} samples to {args.out} (NFE {result.nfe})")
+    overrides = list(args.overrides)
+    if args.solver is not None:
+        overrides.append(f"solver={args.solver}")
+    result = sample_run(
+        args.run_dir,
+        overrides,
+        args.num,
+        args.out,
+        args.seed,
+        fmt=args.format,
+        guidance=args.guidance,
+        batch=args.batch,
+        label=args.label,
+    )
+    print(f"wrote {args.num} samples to {result.path} (NFE {result.nfe})")
     return 0
 
 
@@ -129,8 +148,30 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir", type=Path)
     sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. solver.steps=4")
     sample.add_argument("--num", type=int, required=True, help="number of samples")
-    sample.add_argument("--out", type=Path, required=True, help="output .npy or .npz file")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (0)")
+    sample.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="vectors: a .npy or .npz file; images: a directory of PNG files, or a .npz",
+    )
+    sample.add_argument(
+        "--format",
+        choices=("png", "npz"),
+        help="images: PNG files (default) or one .npz with uint8 arr_0 (N, H, W, C)",
+    )
+    sample.add_argument(
+        "--solver",
+        metavar="SPEC",
+        help="the solver: a name or a TOML table, e.g. euler or '{name=\"euler\", steps=4}'",
+    )
+    sample.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default eval.guidance)"
+    )
+    sample.add_argument("--label", type=int, help="the class of every sample (default: uniform)")
+    sample.add_argument(
+        "--batch", type=int, help="samples per solve (default eval.batch_size, else 256 images)"
+    )
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise and labels (0)")
     _add_common(sample)
     sample.set_defaults(func=_cmd_sample)
     return parser
@@ -146,7 +187,8 @@ def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Nam
     except MfmError as exc:
         if traceback_wanted:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        rank = "" if _is_main_process() else f"[rank {os.environ['RANK']}] "
+        print(f"error: {rank}{exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `mfm plugins | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

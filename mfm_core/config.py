@@ -60,10 +60,17 @@ def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
-    """``source``: the noise distribution q0; ``target``: the data distribution q1."""
+    """``source``: the noise distribution q0; ``target``: the data distribution q1.
+
+    ``root`` is given as ``root`` to the data sets whose factory takes one and whose table
+    does not set it; ``workers`` are the DataLoader processes reading a finite (indexed) data
+    set, per training process (unset: ``min(4, CPUs per process)``).
+    """
 
     source: Component = Component(name="gaussian")
     target: Component = Component(name="checkerboard")
+    root: str | None = None
+    workers: int | None = attrs.field(default=None, validator=non_negative)
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +88,11 @@ class TrainConfig:
     checkpoint_every: int = attrs.field(default=500, validator=positive)
     keep_checkpoints: int = attrs.field(default=2, validator=positive)
     log_every: int = attrs.field(default=1, validator=positive)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    grad_accum: int = attrs.field(default=1, validator=positive)
+    coupling_batch: int | None = attrs.field(default=None, validator=positive)
+    cond_drop: float = attrs.field(default=0.0, validator=below_one)
 
 
 def _default_eval_solvers() -> list[Component]:
@@ -94,11 +106,15 @@ class EvalConfig:
 
     num_samples: int = attrs.field(default=2000, validator=positive)
     solvers: list[Component] = attrs.field(factory=_default_eval_solvers)
-    metrics: list[Component] = attrs.field(factory=lambda: [Component(name="w2")])
+    metrics: list[Component] | None = None
     loss_batches: int = attrs.field(default=20, validator=positive)
     trajectories: int = attrs.field(default=300, validator=non_negative)
     save_samples: bool = True
     seed: int = 1234
+    guidance: float = 1.0
+    grid: int = attrs.field(default=64, validator=positive)
+    grid_every: int = attrs.field(default=0, validator=non_negative)
+    batch_size: int | None = attrs.field(default=None, validator=positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ from mfm_core.couplers import (
     costs,
 )
 from mfm_core.datasets.file import FileDataset
+from mfm_core.datasets.images import Cifar10Dataset, ImageFolderDataset, ImageNetNpzDataset
 from mfm_core.datasets.toy2d import (
     Checkerboard,
     Circles,
@@ -25,6 +26,7 @@ from mfm_core.datasets.toy2d import (
 from mfm_core.hookspecs import Register, hookimpl
 from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
+from mfm_core.models.unet import UNet
 from mfm_core.paths.cond_ot import CondOTPath
 from mfm_core.solvers.adaptive import Dopri5Solver
 from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
@@ -53,6 +55,7 @@ def register_paths(register: Register) -> None:
 @hookimpl
 def register_vector_fields(register: Register) -> None:
     register("mlp", MLP)
+    register("unet", UNet)
 
 
 @hookimpl
@@ -73,6 +76,9 @@ def register_datasets(register: Register) -> None:
     register("circles", Circles)
     register("spirals", Spirals)
     register("file", FileDataset)
+    register("imagenet-npz", ImageNetNpzDataset)
+    register("cifar10", Cifar10Dataset)
+    register("image-folder", ImageFolderDataset)
 
 
 @hookimpl

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from mfm_core.cli import main, run_main
+from mfm_core.runner.run import start_run
 
 
 def run_cli(capsys, *argv, entry=main):
@@ -76,9 +77,15 @@ def test_plugins_lists_every_component_with_its_distribution(capsys):
     assert any(line.split()[:3] == ["solver", "dopri5", "mfm"] for line in out.splitlines())
 
 
-def test_sample_rejects_an_unknown_output_format(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "sample", str(tmp_path), "--num", "3", "--out", "x.png")
-    assert code == 2 and "expected a .npy or .npz" in err
+def test_sample_rejects_an_unknown_output_format(capsys, tmp_path, tiny_config):
+    run_dir = start_run(tiny_config, ["train.steps=2"], tmp_path / "runs", progress=False)
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "sample", str(run_dir), "--num", "3", "--out", "x.png")
+    assert code == 2
+    assert err.startswith("error: --out 'x.png': the run's samples are vectors; expected a .npy")
+    assert err.count("\n") == 1
+    code, _, err = run_cli(capsys, "sample", str(tmp_path), "--num", "3", "--out", "x.npy")
+    assert code == 2 and "is not a run directory" in err
 
 
 def test_console_scripts_are_installed_and_python_m_works(tiny_config):

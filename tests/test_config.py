@@ -58,6 +58,16 @@ def test_component_shorthand_and_table_are_the_same():
         ({"coupler": 7}, "$.coupler: expected a component name or a table"),
         ({"eval": {"solvers": ["euler", 5]}}, "$.eval.solvers[1]: expected a component name"),
         ({"data": {"target": {"name": 1}}}, "$.data.target.name: expected a string, got 1"),
+        ({"data": {"workers": -1}}, "$.data.workers: must be zero or positive, got -1"),
+        ({"data": {"root": 3}}, "$.data.root: expected a string, got 3 (int)"),
+        ({"train": {"precision": "fp16"}}, "$.train.precision: expected one of 'auto', 'fp32'"),
+        ({"train": {"grad_accum": 0}}, "$.train.grad_accum: must be positive, got 0"),
+        ({"train": {"coupling_batch": -8}}, "$.train.coupling_batch: must be positive, got -8"),
+        ({"train": {"cond_drop": 1.0}}, "$.train.cond_drop: must be in [0, 1), got 1.0"),
+        ({"train": {"compile": "yes"}}, "$.train.compile: expected true or false, got 'yes'"),
+        ({"eval": {"grid": 0}}, "$.eval.grid: must be positive, got 0"),
+        ({"eval": {"grid_every": -1}}, "$.eval.grid_every: must be zero or positive, got -1"),
+        ({"eval": {"guidance": "strong"}}, "$.eval.guidance: expected a number, got 'strong'"),
     ],
 )
 def test_errors_name_the_full_key_path(data, expected):

@@ -1,6 +1,12 @@
 """Datasets: sources of noise and data samples."""
 
 from mfm_core.datasets.file import FileDataset, load_points
+from mfm_core.datasets.images import (
+    Cifar10Dataset,
+    ImageDataset,
+    ImageFolderDataset,
+    ImageNetNpzDataset,
+)
 from mfm_core.datasets.toy2d import (
     Checkerboard,
     Circles,
@@ -13,10 +19,14 @@ from mfm_core.datasets.toy2d import (
 
 __all__ = [
     "Checkerboard",
+    "Cifar10Dataset",
     "Circles",
     "EightGaussians",
     "FileDataset",
     "Gaussian",
+    "ImageDataset",
+    "ImageFolderDataset",
+    "ImageNetNpzDataset",
     "Moons",
     "Spirals",
     "Toy2D",

@@ -1,22 +1,94 @@
-"""After training: the final loss, then samples and metrics for every solver setting."""
+"""After training: the final loss, then samples and metrics for every solver setting; image
+grids during and after training."""
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
-from mfm_core.config import EvalConfig
+from mfm_core.config import Config, EvalConfig
 from mfm_core.protocols import EvalContext, Field, Solver, SolveResult
+from mfm_core.runner import images
+from mfm_core.runner.data import draw_labelled
 from mfm_core.runner.pipeline import Pipeline
-from mfm_core.runner.train import draw_batch, flow_matching_loss
+from mfm_core.runner.train import (
+    NULL_LABEL,
+    autocast_dtype,
+    draw_batch,
+    flow_matching_loss,
+    is_conditional,
+)
 
 
-def model_field(model: torch.nn.Module) -> Field:
-    """The model as a field ``v(x, t)`` for solvers."""
-    return lambda x, t: model(x, t)
+def model_field(
+    model: torch.nn.Module,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    dtype: torch.dtype | None = None,
+) -> Field:
+    """The model as a field ``v(x, t)`` for solvers, for class ``labels`` when given.
+
+    With a guidance scale ``w != 1`` it is classifier-free guidance,
+    ``v = v_null + w (v_cond - v_null)``, both halves in one batch (``w = 0``: unconditional,
+    ``w = 1``: plain conditional). Under autocast to ``dtype`` when given; the field is fp32.
+    """
+
+    def evaluate(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            return (model(x, t) if cond is None else model(x, t, cond)).float()
+
+    if labels is None or guidance == 1.0:
+        return lambda x, t: evaluate(x, t, labels)
+    null = torch.full_like(labels, NULL_LABEL)
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.expand(len(x))
+        v_cond, v_null = evaluate(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
+        ).chunk(2)
+        return v_null + guidance * (v_cond - v_null)
+
+    return guided
+
+
+@torch.no_grad()
+def generate(
+    solver: Solver,
+    model: torch.nn.Module,
+    noise: torch.Tensor,
+    device: torch.device,
+    *,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    trajectory: bool = False,
+) -> SolveResult:
+    """Integrate ``noise`` (on the CPU) in batches of ``batch_size`` (default: all at once) on
+    ``device``; ``x1`` comes back on the CPU. ``nfe``: the mean over batches (an adaptive
+    solver may take different steps for each)."""
+    batch_size = batch_size or len(noise)
+    if trajectory and batch_size < len(noise):
+        raise ValueError("a trajectory is only kept for a single batch")
+    outputs, nfes, result = [], [], None
+    for start in range(0, len(noise), batch_size):
+        part = noise[start : start + batch_size].to(device)
+        part_labels = None if labels is None else labels[start : start + batch_size].to(device)
+        field = model_field(model, part_labels, guidance, dtype)
+        result = solver(field, part, return_trajectory=trajectory)
+        outputs.append(result.x1.float().cpu())
+        nfes.append(result.nfe)
+    return SolveResult(
+        x1=torch.cat(outputs),
+        nfe=round(sum(nfes) / len(nfes)),
+        trajectory=result.trajectory,
+        times=result.times,
+    )
 
 
 @torch.no_grad()
@@ -32,44 +104,110 @@ def final_loss(
     paper's "final loss value", an estimate of the variance of the coupled target field."""
     total = 0.0
     for _ in range(batches):
-        x0, x1 = draw_batch(pipeline, batch_size, generator, device)
-        total += flow_matching_loss(pipeline, model, x0, x1, generator).item()
+        x0, x1, labels = draw_batch(pipeline, batch_size, generator, device)
+        cond = labels if is_conditional(model) else None
+        total += flow_matching_loss(pipeline, model, x0, x1, generator, cond).item()
     return total / batches
 
 
-@torch.no_grad()
-def solve(
-    solver: Solver, model: torch.nn.Module, noise: torch.Tensor, trajectory: bool = False
-) -> SolveResult:
-    return solver(model_field(model), noise, return_trajectory=trajectory)
+@attrs.frozen(kw_only=True)
+class EvalInputs:
+    """Noise to integrate, the class labels to generate (conditional models), and as many
+    real samples to compare with; all from a generator seeded with ``eval.seed``."""
+
+    noise: torch.Tensor
+    labels: torch.Tensor | None
+    reference: torch.Tensor
+
+
+def eval_inputs(pipeline: Pipeline, config: EvalConfig, count: int) -> EvalInputs:
+    generator = torch.Generator().manual_seed(config.seed)
+    noise = pipeline.source.sample(count, generator)
+    reference, _ = draw_labelled(pipeline.target, count, generator)
+    labels = None
+    if is_conditional(pipeline.model):
+        labels = torch.randint(pipeline.model.num_classes, (count,), generator=generator)
+    return EvalInputs(noise=noise, labels=labels, reference=reference)
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """``euler 4 (NFE 4)``: a caption for one solver setting."""
+    steps = f" {row['steps']}" if "steps" in row else ""
+    return f"{row['solver']}{steps} (NFE {row['nfe']})"
+
+
+def image_panels(
+    reference: torch.Tensor, generated: list[torch.Tensor], rows: list[dict], count: int
+) -> list[tuple[str, Any]]:
+    """The data, then the samples of each solver setting, ``count`` images each, as uint8."""
+    panels = [("data", images.to_uint8(reference[:count]))]
+    for row, samples in zip(rows, generated, strict=True):
+        panels.append((row_label(row), images.to_uint8(samples[:count])))
+    return panels
+
+
+def write_grid(
+    path: Path, pipeline: Pipeline, model: torch.nn.Module, config: Config, device: torch.device
+) -> None:
+    """``eval.grid`` images from the same noise at every eval solver setting, beside as many
+    real ones: how sample quality depends on the NFE, at this point of training."""
+    model.eval()
+    inputs = eval_inputs(pipeline, config.eval, config.eval.grid)
+    dtype = autocast_dtype(config.train.precision, device)
+    rows, generated = [], []
+    for solver in pipeline.eval_solvers:
+        result = generate(
+            solver,
+            model,
+            inputs.noise,
+            device,
+            labels=inputs.labels,
+            guidance=config.eval.guidance,
+            batch_size=config.eval.batch_size,
+            dtype=dtype,
+        )
+        rows.append({**solver.describe(), "nfe": result.nfe})
+        generated.append(result.x1)
+    images.save_panels(path, image_panels(inputs.reference, generated, rows, config.eval.grid))
 
 
 def evaluate(
     pipeline: Pipeline,
     model: torch.nn.Module,
-    config: EvalConfig,
-    batch_size: int,
+    config: Config,
+    loss_batch_size: int,
     device: torch.device,
     logger: logging.Logger,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns ``metrics`` (for metrics.json) and ``samples`` (tensors for the pictures):
     reference data, generated samples per solver setting, and a trajectory of the default
-    solver."""
+    solver (vectors only). For images without metrics, ``eval.grid`` samples per setting."""
     model.eval()
+    settings = config.eval
+    image = images.is_image_shape(tuple(pipeline.target.shape))
+    count = settings.grid if image and not pipeline.metrics else settings.num_samples
+    dtype = autocast_dtype(config.train.precision, device)
     # Separate streams: the evaluation samples do not depend on eval.loss_batches.
-    generator = torch.Generator().manual_seed(config.seed)
-    noise = pipeline.source.sample(config.num_samples, generator)
-    reference = pipeline.target.sample(config.num_samples, generator)
-    loss_generator = torch.Generator().manual_seed(config.seed + 1)
-    loss = final_loss(pipeline, model, batch_size, config.loss_batches, loss_generator, device)
+    inputs = eval_inputs(pipeline, settings, count)
+    loss_generator = torch.Generator().manual_seed(settings.seed + 1)
+    loss = final_loss(
+        pipeline, model, loss_batch_size, settings.loss_batches, loss_generator, device
+    )
+    options = {
+        "labels": inputs.labels,
+        "guidance": settings.guidance,
+        "batch_size": settings.batch_size,
+        "dtype": dtype,
+    }
+    labels = None if inputs.labels is None else inputs.labels.to(device)
     rows, generated = [], []
     for solver in pipeline.eval_solvers:
-        result = solve(solver, model, noise.to(device))
+        result = generate(solver, model, inputs.noise, device, **options)
         context = EvalContext(
-            generated=result.x1.float().cpu(),
-            reference=reference,
-            noise=noise,
-            field=model_field(model),
+            generated=result.x1,
+            reference=inputs.reference,
+            noise=inputs.noise,
+            field=model_field(model, labels, settings.guidance, dtype),
             solve=result,
         )
         row: dict[str, Any] = {**solver.describe(), "nfe": result.nfe}
@@ -81,12 +219,21 @@ def evaluate(
                 row[name] = float(value)
         logger.info("eval " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
         rows.append(row)
-        generated.append(context.generated)
+        generated.append(result.x1)
     path = None
-    if config.trajectories:
-        path = solve(pipeline.solver, model, noise[: config.trajectories].to(device), True)
+    if settings.trajectories and not image:
+        noise = inputs.noise[: settings.trajectories]
+        some = None if inputs.labels is None else inputs.labels[: settings.trajectories]
+        options = {**options, "labels": some, "batch_size": None}
+        path = generate(pipeline.solver, model, noise, device, **options, trajectory=True)
     metrics = {"final_loss": loss, "samples": rows}
-    samples = {"noise": noise, "reference": reference, "generated": generated, "trajectory": path}
+    samples = {
+        "noise": inputs.noise,
+        "reference": inputs.reference,
+        "generated": generated,
+        "trajectory": path,
+        "image": image,
+    }
     return metrics, samples
 
 

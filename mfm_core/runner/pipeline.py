@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import attrs
@@ -42,18 +43,40 @@ def _build(registry: Registry, kind: str, spec: Component, where: str, **provide
     return registry.create(kind, spec.name, spec.params, path=where, provided=provided)
 
 
+def _build_dataset(registry: Registry, spec: Component, where: str, root: str | None) -> Any:
+    """A data set; ``data.root`` goes to a factory that takes ``root`` when the data set's
+    own table does not set it (the table wins)."""
+    parameter = inspect.signature(registry.get("dataset", spec.name, where).factory).parameters
+    if "root" not in parameter or "root" in spec.params:
+        return _build(registry, "dataset", spec, where)
+    if root is None and parameter["root"].default is inspect.Parameter.empty:
+        raise ConfigError(
+            f"$.data.root: the '{spec.name}' data set ({where}) reads its files from a "
+            f"directory: set data.root=/path/to/data (or root in {where})"
+        )
+    provided = {} if root is None else {"root": root}
+    return _build(registry, "dataset", spec, where, **provided)
+
+
+def default_metrics(shape: tuple[int, ...]) -> list[Component]:
+    """``w2`` for vectors; nothing for images (exact OT on pixels is neither cheap nor
+    meaningful)."""
+    return [Component(name="w2")] if len(shape) == 1 else []
+
+
 def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline:
     """Build every component of ``config``; any problem is a ConfigError naming its key."""
     registry = registry or get_registry()
-    source = _build(registry, "dataset", config.data.source, "$.data.source")
-    target = _build(registry, "dataset", config.data.target, "$.data.target")
+    source = _build_dataset(registry, config.data.source, "$.data.source", config.data.root)
+    target = _build_dataset(registry, config.data.target, "$.data.target", config.data.root)
     if tuple(source.shape) != tuple(target.shape):
         raise ConfigError(
             f"$.data.source: samples of shape {tuple(source.shape)} do not match the target's "
             f"{tuple(target.shape)}; set the source's shape to match"
         )
     metrics = {}
-    for index, spec in enumerate(config.eval.metrics):
+    specs = config.eval.metrics
+    for index, spec in enumerate(default_metrics(target.shape) if specs is None else specs):
         where = f"$.eval.metrics[{index}]"
         if spec.name in metrics:
             raise ConfigError(f"{where}: metric '{spec.name}' is listed twice")
@@ -75,8 +98,11 @@ def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` is a CUDA device when there is one, else the CPU. Under torchrun
+    (``local_rank`` given) ``auto`` and ``cuda`` mean this process's GPU, ``cuda:LOCAL_RANK``."""
+    if local_rank is not None and name in ("auto", "cuda") and torch.cuda.is_available():
+        name = f"cuda:{local_rank}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -1,22 +1,30 @@
-"""What the commands do: start a run, resume one, sample from one, validate a config."""
+"""What the commands do: start a run, resume one, sample from one, validate a config.
+
+Under torchrun every process runs the same function: each builds the run from the config
+(so a bad config stops all of them alike, before they connect), then they train together;
+only the main process writes the run directory and evaluates.
+"""
 
 from __future__ import annotations
 
+import logging
 import operator
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 
 from mfm_core.config import Config, load_config, to_toml_dict
 from mfm_core.errors import ConfigError
-from mfm_core.protocols import SolveResult
 from mfm_core.registry import Registry, get_registry
-from mfm_core.runner import plots
+from mfm_core.runner import images, plots
 from mfm_core.runner.checkpoint import atomic_write, load_latest
-from mfm_core.runner.evaluate import evaluate, solve
+from mfm_core.runner.distributed import Distributed, from_environment, process_group
+from mfm_core.runner.evaluate import evaluate, generate, image_panels, write_grid
 from mfm_core.runner.pipeline import COMPONENTS, Pipeline, build_pipeline, resolve_device
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
@@ -30,13 +38,52 @@ from mfm_core.runner.rundir import (
     write_config,
     write_json,
 )
-from mfm_core.runner.train import Trainer, draw_batch, flow_matching_loss, load_weights
+from mfm_core.runner.train import (
+    Trainer,
+    autocast_dtype,
+    batch_sizes,
+    draw_batch,
+    flow_matching_loss,
+    is_conditional,
+    load_weights,
+)
+
+GRIDS = "grids"
+SAMPLE_BATCH = 256  # images per solve in `mfm sample` when neither --batch nor eval.batch_size
 
 
 def _seeded_pipeline(config: Config, registry: Registry | None = None) -> Pipeline:
     # The model's initial weights come from the global RNG: seed it before building.
     torch.manual_seed(config.train.seed)
-    return build_pipeline(config, registry)
+    pipeline = build_pipeline(config, registry)
+    _check_labels(config, pipeline)
+    return pipeline
+
+
+def _check_labels(config: Config, pipeline: Pipeline) -> None:
+    """A class-conditional model needs labelled data with no more classes than it has."""
+    if not is_conditional(pipeline.model):
+        return
+    classes = getattr(pipeline.target, "num_classes", None)
+    wanted = pipeline.model.num_classes
+    if classes is None:
+        raise ConfigError(
+            f"$.model.num_classes: the model is class-conditional, but the target data set "
+            f"'{config.data.target.name}' has no labels; leave num_classes out"
+        )
+    if classes > wanted:
+        raise ConfigError(
+            f"$.model.num_classes: {wanted}, but the target data set "
+            f"'{config.data.target.name}' has {classes} classes"
+        )
+
+
+def _prepare(config: Config) -> tuple[Pipeline, Distributed, torch.device]:
+    """Everything a process checks before it joins the others."""
+    env = from_environment()
+    device = resolve_device(config.train.device, env.local_rank)
+    batch_sizes(config.train, env.world_size)
+    return _seeded_pipeline(config), env, device
 
 
 def start_run(
@@ -44,40 +91,101 @@ def start_run(
 ) -> Path:
     """Train and evaluate a new run of ``config_path``; returns its run directory."""
     config = load_config(config_path, overrides)
-    pipeline = _seeded_pipeline(config)
-    run_dir = create_run_dir(runs_root, Path(config_path).stem)
-    _execute(config, pipeline, run_dir, resume=False, progress=progress)
+    pipeline, env, device = _prepare(config)
+    with process_group(env, device):
+        created = create_run_dir(runs_root, Path(config_path).stem) if env.is_main else None
+        run_dir = env.broadcast(created)
+        trainer, logger = _train(
+            config, pipeline, run_dir, env, device, resume=False, progress=progress
+        )
+    if env.is_main:
+        _finish(config, pipeline, trainer, run_dir, device, logger)
     return run_dir
 
 
 def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Path:
-    """Continue ``run_dir`` from its newest checkpoint (overrides, e.g. more steps, apply)."""
+    """Continue ``run_dir`` from its newest checkpoint (overrides, e.g. more steps, apply).
+    Every process reads the run's config: on several nodes the run directory must be on a
+    file system they share."""
     existing_run_dir(run_dir)
     config = load_config(run_dir / CONFIG_FILE, overrides)
-    pipeline = _seeded_pipeline(config)
-    _execute(config, pipeline, run_dir, resume=True, progress=progress)
+    pipeline, env, device = _prepare(config)
+    with process_group(env, device):
+        trainer, logger = _train(
+            config, pipeline, run_dir, env, device, resume=True, progress=progress
+        )
+    if env.is_main:
+        _finish(config, pipeline, trainer, run_dir, device, logger)
     return run_dir
 
 
-def _execute(
-    config: Config, pipeline: Pipeline, run_dir: Path, *, resume: bool, progress: bool
-) -> None:
-    logger = run_logger(run_dir)
-    device = resolve_device(config.train.device)
-    trainer = Trainer(pipeline, config.train, device, run_dir)
+def _quiet_logger() -> logging.Logger:
+    """The logger of the processes other than the main one: they report nothing."""
+    logger = logging.getLogger("mfm.run.other-rank")
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def _train(
+    config: Config,
+    pipeline: Pipeline,
+    run_dir: Path,
+    env: Distributed,
+    device: torch.device,
+    *,
+    resume: bool,
+    progress: bool,
+) -> tuple[Trainer, logging.Logger]:
+    logger = run_logger(run_dir) if env.is_main else _quiet_logger()
+    trainer = Trainer(pipeline, config, device, run_dir, env)
     if resume:
         trainer.resume(logger)
-    # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
-    # leaves the run directory as it was.
-    write_config(run_dir, to_toml_dict(config))
+    if env.is_main:
+        # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
+        # leaves the run directory as it was.
+        write_config(run_dir, to_toml_dict(config))
     parameters = sum(p.numel() for p in trainer.model.parameters())
+    processes = f" x {env.world_size} processes" if env.active else ""
+    sizes = trainer.sizes
     logger.info(
-        f"run {run_dir} on {device}: coupler {config.coupler.name}, model "
-        f"{config.model.name} ({parameters:,} parameters), {config.train.steps} steps"
+        f"run {run_dir} on {device}{processes}: coupler {config.coupler.name}, model "
+        f"{config.model.name} ({parameters:,} parameters), {config.train.steps} steps of "
+        f"{config.train.batch_size} samples ({sizes.per_rank} per process in micro-batches "
+        f"of {sizes.micro}, coupled {sizes.coupling} at a time)"
     )
-    trainer.train(logger, progress=progress)
+    trainer.train(logger, progress=progress, on_step=_grid_writer(config, pipeline, trainer))
+    return trainer, logger
+
+
+def _grid_writer(
+    config: Config, pipeline: Pipeline, trainer: Trainer
+) -> Callable[[int], None] | None:
+    """Every ``eval.grid_every`` steps, ``grids/step-N.png`` (image data only)."""
+    every = config.eval.grid_every
+    if not every or not images.is_image_shape(tuple(pipeline.target.shape)):
+        return None
+
+    def write(step: int) -> None:
+        if step % every == 0:
+            path = trainer.run_dir / GRIDS / f"step-{step:08d}.png"
+            write_grid(path, pipeline, trainer.eval_model, config, trainer.device)
+
+    return write
+
+
+def _finish(
+    config: Config,
+    pipeline: Pipeline,
+    trainer: Trainer,
+    run_dir: Path,
+    device: torch.device,
+    logger: logging.Logger,
+) -> None:
+    """Evaluate (main process only) and write metrics, samples and pictures."""
     metrics, samples = evaluate(
-        pipeline, trainer.eval_model, config.eval, config.train.batch_size, device, logger
+        pipeline, trainer.eval_model, config, trainer.sizes.coupling, device, logger
     )
     metrics["train"] = {"steps": trainer.step, "seconds": round(trainer.elapsed, 2)}
     write_json(run_dir / METRICS_FILE, metrics)
@@ -88,10 +196,16 @@ def _execute(
 
 
 def _save_samples(path: Path, samples: dict[str, Any]) -> None:
-    """``noise``, ``reference`` and ``generated_N`` for the N-th row of metrics.json."""
-    arrays = {"noise": samples["noise"].numpy(), "reference": samples["reference"].numpy()}
+    """``reference`` and ``generated_N`` for the N-th row of metrics.json, plus ``noise`` for
+    vectors; images as uint8 (n, H, W, C)."""
+    if samples["image"]:
+        arrays = {"reference": images.to_uint8(samples["reference"])}
+        convert = images.to_uint8
+    else:
+        arrays = {"noise": samples["noise"].numpy(), "reference": samples["reference"].numpy()}
+        convert = torch.Tensor.numpy
     for index, generated in enumerate(samples["generated"]):
-        arrays[f"generated_{index}"] = generated.numpy()
+        arrays[f"generated_{index}"] = convert(generated)
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
@@ -99,6 +213,12 @@ def _pictures(run_dir: Path, config: Config, metrics: dict, samples: dict[str, A
     log = read_log(run_dir)
     if log:
         plots.plot_loss(run_dir / "loss.png", log)
+    if samples["image"]:
+        panels = image_panels(
+            samples["reference"], samples["generated"], metrics["samples"], config.eval.grid
+        )
+        images.save_panels(run_dir / "samples.png", panels)
+        return
     if samples["reference"].shape[1:] != (2,):
         return  # scatter plots only make sense for 2-D data
     plots.plot_samples(
@@ -118,18 +238,60 @@ def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
 
 
+@attrs.frozen(kw_only=True)
+class Sampled:
+    """What ``mfm sample`` wrote: ``path`` (a file, or a directory of PNG files) and the
+    solver's NFE (the mean over batches)."""
+
+    path: Path
+    nfe: int
+
+
+def _sample_format(out: Path, fmt: str | None, image: bool) -> str:
+    """``npy``/``npz`` for vectors (by the file name); ``png`` or ``npz`` for images."""
+    if not image:
+        if fmt == "png" or out.suffix not in (".npy", ".npz"):
+            raise ConfigError(
+                f"--out {str(out)!r}: the run's samples are vectors; expected a .npy or .npz "
+                "file name"
+            )
+        return out.suffix[1:]
+    fmt = fmt or ("npz" if out.suffix == ".npz" else "png")
+    if fmt == "png" and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: PNG files go into a directory; this is a file")
+    return fmt
+
+
 def sample_run(
-    run_dir: Path, overrides: list[str], num: int, out: Path, seed: int = 0
-) -> SolveResult:
-    """Draw ``num`` samples from the newest checkpoint of ``run_dir`` into ``out``
-    (``.npy``: the array; ``.npz``: ``samples`` and ``nfe``)."""
-    if out.suffix not in (".npy", ".npz"):
-        raise ConfigError(f"--out {str(out)!r}: expected a .npy or .npz file name")
+    run_dir: Path,
+    overrides: list[str],
+    num: int,
+    out: Path,
+    seed: int = 0,
+    *,
+    fmt: str | None = None,
+    guidance: float | None = None,
+    batch: int | None = None,
+    label: int | None = None,
+) -> Sampled:
+    """Draw ``num`` samples from the newest checkpoint of ``run_dir`` with the run's
+    ``solver`` (after overrides), in batches of ``batch``, on the run's device.
+
+    Vectors: ``out`` is a ``.npy`` (the array) or ``.npz`` (``samples`` and ``nfe``). Images:
+    ``png`` writes ``out/000000.png`` ...; ``npz`` writes ``out`` (or ``out/samples.npz``)
+    holding ``arr_0``, uint8 (num, H, W, C), and ``labels`` for a conditional model. A
+    conditional model samples classes uniformly (or ``label``), with guidance scale
+    ``guidance`` (default ``eval.guidance``).
+    """
     if num <= 0:
         raise ConfigError(f"--num must be positive, got {num}")
+    if batch is not None and batch <= 0:
+        raise ConfigError(f"--batch must be positive, got {batch}")
     existing_run_dir(run_dir)
     config = load_config(run_dir / CONFIG_FILE, overrides)
     pipeline = _seeded_pipeline(config)
+    image = images.is_image_shape(tuple(pipeline.target.shape))
+    fmt = _sample_format(out, fmt, image)
     state, _, problems = load_latest(run_dir / CHECKPOINTS)
     for problem in problems:
         warnings.warn(f"skipped {problem}", stacklevel=2)
@@ -137,14 +299,61 @@ def sample_run(
     model = pipeline.model
     load_weights(model, eval_weights(state), run_dir)
     model.to(device).eval()
-    noise = pipeline.source.sample(num, torch.Generator().manual_seed(seed))
-    result = solve(pipeline.solver, model, noise.to(device))
-    array = result.x1.float().cpu().numpy()
-    if out.suffix == ".npy":
-        atomic_write(out, lambda handle: np.save(handle, array))
-    else:
-        atomic_write(out, lambda handle: np.savez(handle, samples=array, nfe=result.nfe))
-    return result
+    generator = torch.Generator().manual_seed(seed)
+    noise = pipeline.source.sample(num, generator)
+    labels = _sample_labels(model, num, label, generator)
+    batch = batch or config.eval.batch_size or (SAMPLE_BATCH if image else num)
+    options = {
+        "guidance": config.eval.guidance if guidance is None else guidance,
+        "dtype": autocast_dtype(config.train.precision, device),
+    }
+    if not image:
+        result = generate(
+            pipeline.solver, model, noise, device, **options, labels=labels, batch_size=batch
+        )
+        array = result.x1.numpy()
+        if fmt == "npy":
+            atomic_write(out, lambda handle: np.save(handle, array))
+        else:
+            atomic_write(out, lambda handle: np.savez(handle, samples=array, nfe=result.nfe))
+        return Sampled(path=out, nfe=result.nfe)
+    path = out if fmt == "png" or out.suffix == ".npz" else out / "samples.npz"
+    if fmt == "png":
+        out.mkdir(parents=True, exist_ok=True)
+    pixels, nfes = [], []
+    for start in range(0, num, batch):
+        some = None if labels is None else labels[start : start + batch]
+        result = generate(
+            pipeline.solver, model, noise[start : start + batch], device, **options, labels=some
+        )
+        nfes.append(result.nfe)
+        converted = images.to_uint8(result.x1)
+        if fmt == "png":
+            for index, picture in enumerate(converted, start):
+                images.save_png(out / f"{index:06d}.png", picture)
+        else:
+            pixels.append(converted)
+    if fmt == "npz":
+        arrays = {"arr_0": np.concatenate(pixels)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    return Sampled(path=path, nfe=round(sum(nfes) / len(nfes)))
+
+
+def _sample_labels(
+    model: torch.nn.Module, num: int, label: int | None, generator: torch.Generator
+) -> torch.Tensor | None:
+    """Uniform class labels for a conditional model, or ``label`` for all samples."""
+    if not is_conditional(model):
+        if label is not None:
+            raise ConfigError("--label: the run's model is not class-conditional")
+        return None
+    if label is None:
+        return torch.randint(model.num_classes, (num,), generator=generator)
+    if not 0 <= label < model.num_classes:
+        raise ConfigError(f"--label must be in [0, {model.num_classes}), got {label}")
+    return torch.full((num,), label, dtype=torch.long)
 
 
 def validate_config(
@@ -155,12 +364,15 @@ def validate_config(
     config = load_config(config_path, overrides)
     registry = registry or get_registry()
     pipeline = _seeded_pipeline(config, registry)
-    resolve_device(config.train.device)
+    env = from_environment()
+    resolve_device(config.train.device, env.local_rank)
+    sizes = batch_sizes(config.train, env.world_size)
     generator = torch.Generator().manual_seed(config.train.seed)
-    x0, x1 = draw_batch(pipeline, 4, generator, torch.device("cpu"))
+    x0, x1, labels = draw_batch(pipeline, 4, generator, torch.device("cpu"))
+    cond = labels if is_conditional(pipeline.model) else None
     try:
         with torch.no_grad():
-            flow_matching_loss(pipeline, pipeline.model, x0, x1, generator)
+            flow_matching_loss(pipeline, pipeline.model, x0, x1, generator, cond)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"a test batch through coupler, path and model failed: {exc}") from exc
     lines = []
@@ -168,6 +380,10 @@ def validate_config(
         spec = operator.attrgetter(key)(config)
         entry = registry.get(kind, spec.name)
         lines.append(f"{key:12} {spec.name} ({entry.provider})")
+    lines.append(
+        f"train        {sizes.per_rank} samples per process and step, micro-batches of "
+        f"{sizes.micro}, coupled {sizes.coupling} at a time"
+    )
     lines.append(
         f"eval         {len(pipeline.eval_solvers)} solver settings, "
         f"metrics: {', '.join(pipeline.metrics) or 'none'}"

@@ -9,28 +9,73 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from mfm_core.config import TrainConfig
-from mfm_core.errors import CheckpointError, MfmError
+from mfm_core.config import Config, TrainConfig
+from mfm_core.errors import CheckpointError, ConfigError, MfmError
+from mfm_core.protocols import Path as FlowPath
 from mfm_core.runner.checkpoint import load_latest, save_checkpoint
+from mfm_core.runner.data import draw_labelled, target_stream
+from mfm_core.runner.distributed import (
+    TORCH_STREAM,
+    TRAIN_STREAM,
+    Distributed,
+    derived_seed,
+)
 from mfm_core.runner.pipeline import Pipeline
 from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
+
+NULL_LABEL = -1
+"""The label of "no class": classifier-free guidance trains on it and samples with it."""
 
 
 def draw_batch(
     pipeline: Pipeline, batch_size: int, generator: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A minibatch of noise and data, drawn on the CPU (reproducible on any device)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A minibatch of noise, data and the data's labels (``None`` without labels), drawn on
+    the CPU (reproducible on any device)."""
     x0 = pipeline.source.sample(batch_size, generator)
-    x1 = pipeline.target.sample(batch_size, generator)
-    return x0.to(device, non_blocking=True), x1.to(device, non_blocking=True)
+    x1, labels = draw_labelled(pipeline.target, batch_size, generator)
+    labels = None if labels is None else labels.to(device)
+    return x0.to(device, non_blocking=True), x1.to(device, non_blocking=True), labels
+
+
+def is_conditional(model: torch.nn.Module) -> bool:
+    """A class-conditional model takes labels as ``cond``."""
+    return getattr(model, "num_classes", None) is not None
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type of ``train.precision``: ``auto`` is bf16 on CUDA, fp32 elsewhere."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def regression_loss(
+    path: FlowPath,
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Mean over pairs of ||v(x_t, t, cond) - u_t||^2 (squared norm summed over sample
+    dimensions). The model runs under autocast to ``dtype`` when given; the loss is fp32."""
+    sample = path.sample(x0, x1, t)
+    with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
+        args = (sample.x_t, sample.t) if cond is None else (sample.x_t, sample.t, cond)
+        v = model(*args)
+    return (v.float() - sample.u_t.float()).pow(2).flatten(1).sum(1).mean()
 
 
 def flow_matching_loss(
@@ -39,15 +84,46 @@ def flow_matching_loss(
     x0: torch.Tensor,
     x1: torch.Tensor,
     generator: torch.Generator,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The joint CFM loss on one minibatch: couple, then
-    mean over pairs of ||v(x_t, t) - u_t||^2 (squared norm summed over sample dimensions),
-    with t ~ U[0, 1] drawn per pair."""
-    x0, x1, _ = pipeline.coupler(x0, x1).pairs(x0, x1)
+    """The joint CFM loss on one minibatch: couple, then :func:`regression_loss` with
+    t ~ U[0, 1] drawn per pair. ``cond`` (labels of ``x1``) goes to coupler and model."""
+    x0, x1, cond = pipeline.coupler(x0, x1, cond).pairs(x0, x1, cond)
     t = torch.rand(len(x0), generator=generator).to(x0.device)
-    sample = pipeline.path.sample(x0, x1, t)
-    residual = model(sample.x_t, sample.t) - sample.u_t
-    return residual.pow(2).flatten(1).sum(1).mean()
+    return regression_loss(pipeline.path, model, x0, x1, t, cond)
+
+
+@attrs.frozen(kw_only=True)
+class BatchSizes:
+    """``per_rank`` samples per optimizer step on each process, in ``grad_accum`` micro-batches
+    of ``micro``; ``coupling`` samples are drawn and coupled together."""
+
+    per_rank: int
+    micro: int
+    coupling: int
+
+
+def batch_sizes(config: TrainConfig, world_size: int) -> BatchSizes:
+    """Split the global ``train.batch_size``; sizes that do not divide are errors."""
+    if config.batch_size % world_size:
+        raise ConfigError(
+            f"$.train.batch_size: the global batch of {config.batch_size} does not split "
+            f"evenly over {world_size} processes"
+        )
+    per_rank = config.batch_size // world_size
+    if per_rank % config.grad_accum:
+        raise ConfigError(
+            f"$.train.grad_accum: the batch of {per_rank} per process does not split into "
+            f"{config.grad_accum} equal micro-batches"
+        )
+    micro = per_rank // config.grad_accum
+    coupling = config.coupling_batch or per_rank
+    if coupling % micro:
+        raise ConfigError(
+            f"$.train.coupling_batch: {coupling} is not a multiple of the micro-batch of "
+            f"{micro} (train.batch_size / processes / train.grad_accum)"
+        )
+    return BatchSizes(per_rank=per_rank, micro=micro, coupling=coupling)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path) -> None:
@@ -94,28 +170,64 @@ def stop_requests() -> Iterator[list[int]]:
 
 
 class Trainer:
-    """Owns the model, optimizer, EMA and random state of a run; saves and restores them."""
+    """Owns the model, optimizer, EMA, data stream and random state of one process of a run;
+    saves and restores them (every process's random state, gathered to the main process).
+
+    Each optimizer step takes ``grad_accum`` micro-batches of coupled pairs from a buffer;
+    an empty buffer is refilled by drawing ``coupling`` noise and data samples and coupling
+    them at once. The buffer's unused pairs are part of the checkpoint.
+    """
 
     def __init__(
-        self, pipeline: Pipeline, config: TrainConfig, device: torch.device, run_dir: Path
+        self,
+        pipeline: Pipeline,
+        config: Config,
+        device: torch.device,
+        run_dir: Path | None,
+        dist: Distributed,
     ) -> None:
+        train = config.train
         self.pipeline = pipeline
-        self.config = config
+        self.config = train
         self.device = device
         self.run_dir = run_dir
+        self.dist = dist
+        self.sizes = batch_sizes(train, dist.world_size)
         self.model = pipeline.model.to(device)
+        self.conditional = is_conditional(self.model)
+        self.dtype = autocast_dtype(train.precision, device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(config, step)
+            self.optimizer, lambda step: lr_factor(train, step)
         )
+        # Only the main process evaluates and saves, so only it keeps the EMA weights.
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema))
-            if config.ema > 0
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train.ema))
+            if train.ema > 0 and dist.is_main
             else None
         )
-        self.generator = torch.Generator().manual_seed(config.seed)
+        if dist.rank:  # the weights are initialised alike; dropout must differ per process
+            torch.manual_seed(derived_seed(train.seed, TORCH_STREAM, dist.rank))
+        seed = derived_seed(train.seed, TRAIN_STREAM, dist.rank)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.stream = target_stream(
+            pipeline.target,
+            self.sizes.coupling,
+            self.generator,
+            seed=train.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            workers=config.data.workers,
+            pin_memory=device.type == "cuda",
+        )
+        self.pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        network = torch.compile(self.model) if train.compile else self.model
+        if dist.active:
+            ids = None if device.type == "cpu" else [device.index]
+            network = DistributedDataParallel(network, device_ids=ids)
+        self.network = network
         self.step = 0
         self.elapsed = 0.0  # seconds of training, summed over every session of the run
 
@@ -124,28 +236,53 @@ class Trainer:
         """The EMA weights when EMA is on, else the trained weights."""
         return self.ema.module if self.ema is not None else self.model
 
-    def state(self) -> dict[str, Any]:
+    def _rank_state(self) -> dict[str, Any]:
+        pairs = None if self.pairs is None else [_cpu(p) for p in self.pairs]
+        state = {
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "stream": self.stream.state(),
+            "pairs": pairs,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def state(self) -> dict[str, Any] | None:
+        """The whole run's state on the main process (``None`` elsewhere); every process
+        must call it, since each one's random state is gathered."""
+        ranks = self.dist.gather(self._rank_state())
+        if not self.dist.is_main:
+            return None
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
+            "world_size": self.dist.world_size,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "ranks": ranks,
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if "ranks" not in state:
+            raise CheckpointError(
+                f"the checkpoints of {self.run_dir} were written by an earlier mfm that kept no "
+                "per-process state; they cannot be resumed exactly: start a new run"
+            )
+        saved_world = state["world_size"]
+        if saved_world != self.dist.world_size:
+            raise CheckpointError(
+                f"the checkpoints of {self.run_dir} were written by {saved_world} processes; "
+                f"resume with the same number (torchrun --nproc_per_node x nodes), not "
+                f"{self.dist.world_size}, so every process continues its own data and noise"
+            )
         load_weights(self.model, state["model"], self.run_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         if self.ema is not None:
             if "ema" not in state:
                 raise CheckpointError(
@@ -153,31 +290,101 @@ class Trainer:
                     "set; resume without changing train.ema"
                 )
             load_weights(self.ema, state["ema"], self.run_dir)
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        mine = state["ranks"][self.dist.rank]
+        self.generator.set_state(mine["generator"])
+        torch.set_rng_state(mine["torch_rng"])
+        if "cuda_rng" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
+        self.stream.load_state(mine["stream"])
+        pairs = mine["pairs"]
+        self.pairs = None if pairs is None else tuple(_to(p, self.device) for p in pairs)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
 
     def resume(self, logger: logging.Logger) -> None:
-        """Continue from the newest usable checkpoint; later log lines are dropped."""
-        state, path, problems = load_latest(self.run_dir / CHECKPOINTS)
-        for problem in problems:
-            logger.warning(f"warning: skipped {problem}")
+        """Continue from the newest usable checkpoint (read by the main process and sent to
+        the others); later log lines are dropped."""
+        loaded: tuple[str, Any, str] = ("", None, "")
+        if self.dist.is_main:
+            try:
+                state, path, problems = load_latest(self.run_dir / CHECKPOINTS)
+                for problem in problems:
+                    logger.warning(f"warning: skipped {problem}")
+                loaded = ("", state, str(path))
+            except CheckpointError as exc:
+                loaded = (str(exc), None, "")
+        error, state, path = loaded
+        if self.dist.active:  # the EMA weights stay on the main process, which keeps them
+            others = None if state is None else {k: v for k, v in state.items() if k != "ema"}
+            error, received, path = self.dist.broadcast((error, others, path))
+            state = state if self.dist.is_main else received
+        if error:
+            raise CheckpointError(error)
         self.load_state(state)
-        truncate_log(self.run_dir, self.step)
+        if self.dist.is_main:
+            truncate_log(self.run_dir, self.step)
         logger.info(f"resumed from {path} at step {self.step}")
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Checkpoint the run (every process must call it; the main one writes)."""
+        state = self.state()
+        if state is None:
+            return None
         return save_checkpoint(
-            self.run_dir / CHECKPOINTS, self.step, self.state(), self.config.keep_checkpoints
+            self.run_dir / CHECKPOINTS, self.step, state, self.config.keep_checkpoints
         )
 
-    def train_step(self) -> float:
-        self.model.train()
-        x0, x1 = draw_batch(self.pipeline, self.config.batch_size, self.generator, self.device)
-        loss = flow_matching_loss(self.pipeline, self.model, x0, x1, self.generator)
+    def _couple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Draw ``coupling`` noise and data samples and couple them."""
+        count = self.sizes.coupling
+        x0 = self.pipeline.source.sample(count, self.generator).to(self.device, non_blocking=True)
+        x1, labels = self.stream.next()
+        x1 = x1.to(self.device, non_blocking=True)
+        cond = labels.to(self.device) if self.conditional and labels is not None else None
+        x0, x1, cond = self.pipeline.coupler(x0, x1, cond).pairs(x0, x1, cond)
+        if len(x0) != count:
+            raise MfmError(
+                f"coupler '{type(self.pipeline.coupler).__name__}' returned {len(x0)} pairs "
+                f"for {count} samples; the runner needs one pair per sample"
+            )
+        if count > self.sizes.per_rank:
+            # The pairs feed several steps: shuffle them so that no step sees only a part of
+            # the coupling that the coupler may have ordered (e.g. by class).
+            order = torch.randperm(count, generator=self.generator).to(self.device)
+            x0, x1 = x0[order], x1[order]
+            cond = None if cond is None else cond[order]
+        return x0, x1, cond
+
+    def _micro_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self.pairs is None:
+            self.pairs = self._couple()
+        x0, x1, cond = self.pairs
+        m = self.sizes.micro
+        rest = (x0[m:], x1[m:], None if cond is None else cond[m:])
+        self.pairs = rest if len(rest[0]) else None
+        return x0[:m], x1[:m], None if cond is None else cond[:m]
+
+    def _micro_loss(self) -> torch.Tensor:
+        x0, x1, cond = self._micro_batch()
+        t = torch.rand(len(x0), generator=self.generator).to(self.device)
+        if cond is not None and self.config.cond_drop > 0:
+            drop = torch.rand(len(cond), generator=self.generator).to(self.device)
+            cond = cond.masked_fill(drop < self.config.cond_drop, NULL_LABEL)
+        return regression_loss(self.pipeline.path, self.network, x0, x1, t, cond, self.dtype)
+
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the mean loss of its micro-batches (on the device)."""
+        self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accum = self.config.grad_accum
+        total = torch.zeros((), device=self.device)
+        for index in range(accum):
+            # DDP averages gradients over processes at the last micro-batch's backward only.
+            no_sync = self.dist.active and index < accum - 1
+            with self.network.no_sync() if no_sync else contextlib.nullcontext():
+                loss = self._micro_loss()
+                (loss / accum).backward()
+            total += loss.detach()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -185,50 +392,75 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        return loss.item() if self.step % self.config.log_every == 0 else float("nan")
+        return total / accum
 
-    def train(self, logger: logging.Logger, progress: bool = True) -> None:
-        """Train up to ``config.steps``, logging and checkpointing; Ctrl-C or SIGTERM ends
-        the current step, saves a checkpoint and stops with a message saying how to resume."""
+    def train(
+        self,
+        logger: logging.Logger,
+        progress: bool = True,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Train up to ``config.steps``, logging and checkpointing; Ctrl-C or SIGTERM (on any
+        process) ends the current step, saves a checkpoint and stops with a message saying how
+        to resume. ``on_step(step)`` runs on the main process after every step."""
         config = self.config
+        main = self.dist.is_main
         start = time.perf_counter() - self.elapsed
         bar = tqdm(
             total=config.steps,
             initial=self.step,
             unit="step",
-            disable=not progress,
+            disable=not (progress and main),
             dynamic_ncols=True,
             desc="train",
         )
+        stopping = False
+        log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         try:
-            with open(self.run_dir / LOG_FILE, "a") as log, stop_requests() as stop:
-                while self.step < config.steps and not stop:
+            with log, stop_requests() as stop:
+                while self.step < config.steps and not stopping:
                     lr = self.optimizer.param_groups[0]["lr"]
-                    loss = self.train_step()
+                    loss, stopping = self.dist.mean_and_any(self.train_step(), bool(stop))
                     if self.step % config.log_every == 0:
-                        if not math.isfinite(loss):
+                        value = loss.item()
+                        if not math.isfinite(value):
                             raise MfmError(
-                                f"training diverged at step {self.step} (loss {loss}); "
+                                f"training diverged at step {self.step} (loss {value}); "
                                 "lower train.lr or set train.grad_clip"
                             )
-                        record = {
-                            "step": self.step,
-                            "loss": loss,
-                            "lr": lr,
-                            "time": round(time.perf_counter() - start, 4),
-                        }
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                        if main:
+                            record = {
+                                "step": self.step,
+                                "loss": value,
+                                "lr": lr,
+                                "time": round(time.perf_counter() - start, 4),
+                            }
+                            log.write(json.dumps(record) + "\n")
+                            log.flush()
+                            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
                     bar.update(1)
                     self.elapsed = time.perf_counter() - start
                     if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                         self.save()
+                    if main and on_step is not None:
+                        on_step(self.step)
         finally:
             bar.close()
-        if stop:
+            self.stream.close()
+        if stopping:
             path = self.save()
+            where = f"saved {path}" if path else "saved by the main process"
+            cause = f"signal {stop[0]}" if stop else "a signal to another process"
             raise MfmError(
-                f"stopped by signal {stop[0]} at step {self.step}; saved {path}. "
+                f"stopped by {cause} at step {self.step}; {where}. "
                 f"Continue with: mfm-run --resume {self.run_dir}"
             )
+
+
+def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    # A copy, not a view: saving a view would save the whole batch it was cut from.
+    return None if tensor is None else tensor.detach().to("cpu", copy=True)
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)

@@ -1,0 +1,70 @@
+"""Images out: uint8 conversion, PNG files, and captioned grids (Pillow and numpy only)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from mfm_core.runner.checkpoint import atomic_write
+
+CAPTION_HEIGHT = 14
+GAP = 4
+
+
+def is_image_shape(shape: tuple[int, ...]) -> bool:
+    """Samples of shape (C, H, W) with 1 or 3 channels are images."""
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+def to_uint8(samples: torch.Tensor) -> np.ndarray:
+    """Images (n, C, H, W) scaled to [-1, 1] -> uint8 (n, H, W, C), the layout of PNG files
+    and of the ``arr_0`` that FID tools read."""
+    pixels = ((samples.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """One uint8 (H, W, C) image, written atomically."""
+    atomic_write(path, lambda handle: _pil(image).save(handle, format="PNG"))
+
+
+def tile(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """uint8 images (n, H, W, C) as one grid, ``columns`` wide (default: square), 1-pixel
+    white lines between them."""
+    n, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.full(
+        (rows * (height + 1) - 1, columns * (width + 1) - 1, channels), 255, dtype=np.uint8
+    )
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top, left = row * (height + 1), column * (width + 1)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def save_panels(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
+    """Grids of uint8 images side by side, each under its caption (e.g. a solver and its
+    NFE), on white; a panel is as wide as its grid or its caption."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    grids = [(caption, tile(images)) for caption, images in panels]
+    widths = [max(g.shape[1], math.ceil(draw.textlength(c))) for c, g in grids]
+    width = sum(widths) + GAP * (len(grids) + 1)
+    height = max(g.shape[0] for _, g in grids) + CAPTION_HEIGHT + 2 * GAP
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = GAP
+    for (caption, grid), panel_width in zip(grids, widths, strict=True):
+        draw.text((x, GAP // 2), caption, fill="black")
+        canvas.paste(_pil(grid).convert("RGB"), (x, CAPTION_HEIGHT + GAP))
+        x += panel_width + GAP
+    atomic_write(path, lambda handle: canvas.save(handle, format="PNG"))
