@@ -5,26 +5,32 @@ import typing
 
 import pytest
 
-from mfm_core.couplers import ExactCoupler, IndependentCoupler
+from mfm_core.couplers import ExactCoupler, HeuristicCoupler, IndependentCoupler, StableCoupler
 from mfm_core.datasets import (
     Checkerboard,
+    Cifar10Dataset,
     Circles,
     EightGaussians,
     FileDataset,
     Gaussian,
+    ImageFolderDataset,
+    ImageNetNpzDataset,
     Moons,
     Spirals,
 )
 from mfm_core.metrics import W2Metric
-from mfm_core.models import MLP
+from mfm_core.models import MLP, UNet
 from mfm_core.paths import CondOTPath
 from mfm_core.solvers import Dopri5Solver, EulerSolver, HeunSolver, MidpointSolver, RK4Solver
 
 COMPONENTS = [
     IndependentCoupler,
     ExactCoupler,
+    StableCoupler,
+    HeuristicCoupler,
     CondOTPath,
     MLP,
+    UNet,
     EulerSolver,
     MidpointSolver,
     HeunSolver,
@@ -37,6 +43,9 @@ COMPONENTS = [
     Circles,
     Spirals,
     FileDataset,
+    ImageNetNpzDataset,
+    Cifar10Dataset,
+    ImageFolderDataset,
     W2Metric,
 ]
 

@@ -33,8 +33,8 @@ class MLP(nn.Module):
     ``x``: (batch, *data_shape); ``t``: (batch,) or a scalar; ``cond``: (batch,) class labels
     in ``[0, num_classes)`` or ``None``. ``e(t)`` is a sinusoidal embedding of width
     ``time_embedding_dim``. With ``num_classes`` set, a learned class embedding is added to it;
-    ``cond=None`` then selects an extra "no class" embedding, so the same model also serves
-    unconditional sampling. ``net`` is Linear/activation layers of widths ``hidden``.
+    ``cond=None`` (or label -1) then selects an extra "no class" embedding, so the same model
+    also serves unconditional sampling. ``net`` is Linear/activation layers of widths ``hidden``.
     """
 
     def __init__(
@@ -92,10 +92,10 @@ class MLP(nn.Module):
             t.to(self.frequencies.dtype).expand(batch), self.frequencies
         )
         if self.class_embedding is not None:
-            if cond is None:
-                cond = torch.full((batch,), self.num_classes, device=x.device)
-            embedding = embedding + self.class_embedding(cond)
-        elif cond is not None:
+            null = torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
+            labels = null if cond is None else torch.where(cond < 0, null, cond.long())
+            embedding = embedding + self.class_embedding(labels)
+        elif cond is not None and bool((cond >= 0).any()):
             raise ValueError("cond was given, but the model was built without num_classes")
         out = self.net(torch.cat([x.flatten(1), embedding.to(x.dtype)], dim=1))
         return out.reshape(x.shape)

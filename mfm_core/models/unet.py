@@ -18,6 +18,7 @@ Matching paper). CIFAR-10 is the DDPM / TorchCFM size. All use ``resblock_updown
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -327,9 +328,13 @@ def _resolutions(
     resolutions = [height // 2**i for i in range(levels)]
     missing = sorted(set(attention_resolutions) - set(resolutions), reverse=True)
     if missing:
-        raise ValueError(
-            f"attention_resolutions {missing} are not among the U-Net's resolutions "
-            f"{resolutions} (the image height halved at each level of channel_mult)"
+        # As in ADM, a resolution the U-Net does not reach has no attention block; say so, as
+        # it may be a typo, but let a shallow (e.g. smoke-test) U-Net share the config.
+        warnings.warn(
+            f"unet: attention_resolutions {missing} are not among the U-Net's resolutions "
+            f"{resolutions} (the image height halved at each level of channel_mult); "
+            "no attention there",
+            stacklevel=3,
         )
     return resolutions
 
@@ -343,9 +348,12 @@ def _heads(width: int, num_heads: int, head_channels: int | None) -> int:
                 f"(channels * channel_mult), got {num_heads} for width {width}"
             )
         return num_heads
+    if head_channels >= 1 and width < head_channels:
+        return 1  # a level narrower than one head gets one head of its full width
     if head_channels < 1 or width % head_channels:
         raise ValueError(
             f"head_channels must be positive and divide every level's width "
-            f"(channels * channel_mult), got {head_channels} for width {width}"
+            f"(channels * channel_mult) that is wider than one head, got {head_channels} "
+            f"for width {width}"
         )
     return width // head_channels

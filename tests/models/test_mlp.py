@@ -59,3 +59,12 @@ def test_wrong_sample_shape_is_rejected() -> None:
 def test_invalid_parameters_name_themselves(params: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         MLP(**{"data_shape": (2,), **params})
+
+
+def test_label_minus_one_is_the_null_label() -> None:
+    torch.manual_seed(0)
+    model = MLP(data_shape=(2,), hidden=(32,), num_classes=3)
+    x, t = torch.randn(4, 2), torch.rand(4)
+    torch.testing.assert_close(model(x, t, torch.full((4,), -1)), model(x, t))
+    unconditional = MLP(data_shape=(2,), hidden=(32,))
+    torch.testing.assert_close(unconditional(x, t, torch.full((4,), -1)), unconditional(x, t))
