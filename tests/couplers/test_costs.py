@@ -50,3 +50,26 @@ def test_unknown_cost_lists_the_valid_ones() -> None:
 def test_different_sample_shapes_are_rejected() -> None:
     with pytest.raises(ValueError, match="per-sample shape"):
         cost_matrix(torch.zeros(2, 2), torch.zeros(2, 3))
+
+
+def test_a_cost_registered_by_a_plugin_is_usable_by_name(monkeypatch) -> None:
+    import mfm_core.default_plugins
+    from mfm_core import hookimpl, registry
+    from mfm_core.couplers import ExactCoupler
+
+    class Chebyshev:
+        @hookimpl
+        def register_costs(self, register):
+            register("chebyshev", lambda a, b: torch.cdist(a, b, p=float("inf")))
+
+    plugins = registry.Registry(load_entry_points=False)
+    plugins.add_plugin(mfm_core.default_plugins, "builtin")
+    plugins.add_plugin(Chebyshev(), "chebyshev")
+    monkeypatch.setattr(registry, "_default", plugins)
+    x0 = torch.tensor([[0.0, 0.0], [3.0, 1.0]])
+    x1 = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    expected = torch.tensor([[3.0, 1.0], [1.0, 3.0]])
+    torch.testing.assert_close(cost_matrix(x0, x1, "chebyshev"), expected)
+    assert ExactCoupler(cost="chebyshev")(x0, x1).j.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="'chebyshev', 'cosine', 'l1', 'sqeuclidean'"):
+        ExactCoupler(cost="nope")
