@@ -32,29 +32,24 @@ def gale_shapley(costs: torch.Tensor, max_rounds: int | None = None) -> torch.Te
     rank_by_data = rank_by_data.T  # [i, j]: the place of noise i in data j's ranking
 
     partner_of_data = torch.full((k,), -1, dtype=torch.long, device=device)
+    # The rank of each data sample's current partner in its list (k: no partner yet).
+    held_rank = torch.full((k,), k, dtype=torch.long, device=device)
     next_choice = torch.zeros(k, dtype=torch.long, device=device)
-    free = torch.ones(k, dtype=torch.bool, device=device)
-    no_rank = torch.full((k,), k, dtype=torch.long, device=device)
+    proposers = arange
     rounds = 0
-    while max_rounds is None or rounds < max_rounds:
-        proposers = free.nonzero().squeeze(1)
-        if len(proposers) == 0:
-            break
+    while len(proposers) and (max_rounds is None or rounds < max_rounds):
         targets = preferences[proposers, next_choice[proposers]]
         next_choice[proposers] += 1
         ranks = rank_by_data[proposers, targets]
-        # The best rank offered to each data sample this round, its partner's rank included.
-        holder = partner_of_data
-        held_rank = torch.where(
-            holder >= 0, rank_by_data[holder.clamp_min(0), arange], no_rank
-        )
+        # Each data sample keeps the best of its current partner and this round's proposers.
         best = held_rank.scatter_reduce(0, targets, ranks, reduce="amin")
         accepted = ranks == best[targets]
-        winners, won = proposers[accepted], targets[accepted]
-        dumped = holder[won]
-        free[dumped[dumped >= 0]] = True
-        free[winners] = False
-        partner_of_data[won] = winners
+        won = targets[accepted]
+        dumped = partner_of_data[won]
+        partner_of_data[won] = proposers[accepted]
+        held_rank = best
+        # Next round: the rejected proposers and the partners their data samples dropped.
+        proposers = torch.cat([proposers[~accepted], dumped[dumped >= 0]])
         rounds += 1
 
     partner = torch.full((k,), -1, dtype=torch.long, device=device)
