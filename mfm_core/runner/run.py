@@ -149,11 +149,14 @@ def _train(
     parameters = sum(p.numel() for p in trainer.model.parameters())
     processes = f" x {env.world_size} processes" if env.active else ""
     sizes = trainer.sizes
+    coupled = sizes.coupling
+    if env.active and getattr(pipeline.coupler, "scope", "local") == "global":
+        coupled = f"{sizes.coupling * env.world_size} (all processes together)"
     logger.info(
         f"run {run_dir} on {device}{processes}: coupler {config.coupler.name}, model "
         f"{config.model.name} ({parameters:,} parameters), {config.train.steps} steps of "
         f"{config.train.batch_size} samples ({sizes.per_rank} per process in micro-batches "
-        f"of {sizes.micro}, coupled {sizes.coupling} at a time)"
+        f"of {sizes.micro}, coupled {coupled} at a time)"
     )
     trainer.train(logger, progress=progress, on_step=_grid_writer(config, pipeline, trainer))
     return trainer, logger

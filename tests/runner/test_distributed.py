@@ -90,3 +90,25 @@ def test_a_config_error_stops_every_process_with_one_message_each(
     message = "$.train.batch_size: the global batch of 7 does not split evenly over 2 processes"
     lines = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
     assert sorted(lines) == [f"error: {message}", f"error: [rank 1] {message}"]
+
+
+def test_global_scope_couples_across_processes_and_resumes_exactly(
+    image_config, plugin_env, tmp_path
+):
+    # A random coupler (heuristic, from a random start), the whole batch solved on rank 0.
+    overrides = [*SHORT, "coupler.name=heuristic", "coupler.scope=global"]
+    whole = torchrun(
+        plugin_env, str(image_config), *overrides, "train.steps=4", "--runs", str(tmp_path / "a")
+    )
+    assert whole.returncode == 0, whole.stderr
+    run_dir = tmp_path / "a" / "00000-tinyimg"
+    assert "coupled 8 (all processes together) at a time" in (run_dir / "run.log").read_text()
+    part = torchrun(
+        plugin_env, str(image_config), *overrides, "train.steps=2", "train.checkpoint_every=2",
+        "--runs", str(tmp_path / "b"),
+    )
+    assert part.returncode == 0, part.stderr
+    part_dir = tmp_path / "b" / "00000-tinyimg"
+    resumed = torchrun(plugin_env, "--resume", str(part_dir), "train.steps=4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(part_dir) == losses(run_dir)
