@@ -8,7 +8,8 @@ Gaussian) of k samples each; every coupler is timed on the same tensors, includi
 matrix. Reference rows: "scipy lsa + cost" (mfm's cost matrix, then
 scipy.optimize.linear_sum_assignment: what `exact` must stay close to), and, when POT is
 installed, "pot emd" and "pot sinkhorn" (POT's cost computation with ot.dist, then the
-solver, at the same epsilon and tolerance as mfm's sinkhorn). "cost / exact" is the mean
+solver, at the same epsilon as mfm's sinkhorn and a stopping threshold giving the same
+marginal-error guarantee). "cost / exact" is the mean
 cost of the chosen pairs relative to the exact assignment (1.0 is optimal; for plans, the
 cost of the pairs drawn). Times are the median of --repeats runs after one warm-up run.
 """
@@ -99,7 +100,8 @@ def bench(k: int, d: int, repeats: int, couplers: list[str], budget: float) -> l
             lambda plan: (np.arange(k), plan.argmax(axis=1)),
         )
         rng = np.random.default_rng(0)
-        for method in ("sinkhorn", "sinkhorn_log"):
+        # POT's log-domain method is 20 to 100 times slower; at k = 4096 it would dominate.
+        for method in ("sinkhorn", "sinkhorn_log") if k < 4096 else ("sinkhorn",):
 
             def pot_sinkhorn(method: str = method) -> np.ndarray:
                 cost = ot.dist(x0n, x1n)
@@ -109,7 +111,9 @@ def bench(k: int, d: int, repeats: int, couplers: list[str], budget: float) -> l
                     cost,
                     reg=SINKHORN_REG * cost.mean(),
                     method=method,
-                    stopThr=SINKHORN_TOL,
+                    # POT stops on the L2 error of one marginal, mfm on the L1 error of both;
+                    # L1 <= sqrt(k) L2, so this is the same guarantee.
+                    stopThr=SINKHORN_TOL / np.sqrt(k),
                     numItermax=SINKHORN_MAX_ITER,
                     warn=False,
                 )
