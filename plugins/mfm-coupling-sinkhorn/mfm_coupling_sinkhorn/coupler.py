@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 from mfm_core.couplers.base import PairCoupler
+from mfm_core.schema import InvalidValue
 
 from mfm_coupling_sinkhorn.sinkhorn import RegMode, check_sinkhorn_params, sinkhorn_plan
 
@@ -44,11 +45,11 @@ class SinkhornCoupler(PairCoupler):
         scope: Literal["local", "global"] = "local",
     ) -> None:
         if cost is None:
-            raise ValueError("cost must name a cost: the plan is computed from the costs")
+            raise InvalidValue("cost", "must name a cost: the plan is computed from the costs")
         super().__init__(cost=cost, within_class=within_class, scope=scope)
         check_sinkhorn_params(reg, reg_mode, max_iter, tol, check_every)
         if sample not in ("plan", "permutation"):
-            raise ValueError(f"sample must be 'plan' or 'permutation', got {sample!r}")
+            raise InvalidValue("sample", f"must be 'plan' or 'permutation', got {sample!r}")
         self.reg = reg
         self.reg_mode = reg_mode
         self.max_iter = max_iter

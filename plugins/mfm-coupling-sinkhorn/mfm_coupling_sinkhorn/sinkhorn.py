@@ -34,6 +34,7 @@ from typing import Literal
 
 import attrs
 import torch
+from mfm_core.schema import InvalidValue
 
 RegMode = Literal["relative", "absolute"]
 
@@ -85,17 +86,17 @@ class SinkhornResult:
 def check_sinkhorn_params(
     reg: float, reg_mode: str, max_iter: int, tol: float, check_every: int
 ) -> None:
-    """Raise ``ValueError`` naming the first parameter out of range."""
+    """Raise ``InvalidValue`` (a ``ValueError``) naming the first parameter out of range."""
     if not reg > 0 or not math.isfinite(reg):
-        raise ValueError(f"reg must be a positive number, got {reg}")
+        raise InvalidValue("reg", f"must be a positive number, got {reg}")
     if reg_mode not in ("relative", "absolute"):
-        raise ValueError(f"reg_mode must be 'relative' or 'absolute', got {reg_mode!r}")
+        raise InvalidValue("reg_mode", f"must be 'relative' or 'absolute', got {reg_mode!r}")
     if max_iter < 1:
-        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+        raise InvalidValue("max_iter", f"must be at least 1, got {max_iter}")
     if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
+        raise InvalidValue("tol", f"must be positive, got {tol}")
     if check_every < 1:
-        raise ValueError(f"check_every must be at least 1, got {check_every}")
+        raise InvalidValue("check_every", f"must be at least 1, got {check_every}")
 
 
 def _epsilon(reg: float, reg_mode: str, mean_cost: float, dtype: torch.dtype) -> float:

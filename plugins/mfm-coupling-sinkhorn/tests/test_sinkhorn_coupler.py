@@ -174,12 +174,12 @@ def test_no_gradient_flows_through_the_pairs() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"reg": -1.0}, "reg must be a positive number, got -1.0"),
-        ({"max_iter": 0}, "max_iter must be at least 1, got 0"),
-        ({"tol": -1e-4}, "tol must be positive, got -0.0001"),
-        ({"sample": "greedy"}, "sample must be 'plan' or 'permutation', got 'greedy'"),
+        ({"reg": -1.0}, "reg: must be a positive number, got -1.0"),
+        ({"max_iter": 0}, "max_iter: must be at least 1, got 0"),
+        ({"tol": -1e-4}, "tol: must be positive, got -0.0001"),
+        ({"sample": "greedy"}, "sample: must be 'plan' or 'permutation', got 'greedy'"),
         ({"scope": "world"}, "'local' or 'global', got 'world'"),
-        ({"cost": None}, "cost must name a cost"),
+        ({"cost": None}, "cost: must name a cost"),
     ],
 )
 def test_bad_parameters_are_value_errors(kwargs, message) -> None:

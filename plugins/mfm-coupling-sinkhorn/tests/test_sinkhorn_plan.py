@@ -144,12 +144,12 @@ def test_equal_costs_give_the_uniform_plan() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"reg": 0.0}, "reg must be a positive number, got 0.0"),
-        ({"reg": float("nan")}, "reg must be a positive number"),
-        ({"reg_mode": "scaled"}, "reg_mode must be 'relative' or 'absolute'"),
-        ({"max_iter": 0}, "max_iter must be at least 1, got 0"),
-        ({"tol": 0.0}, "tol must be positive, got 0.0"),
-        ({"check_every": 0}, "check_every must be at least 1, got 0"),
+        ({"reg": 0.0}, "reg: must be a positive number, got 0.0"),
+        ({"reg": float("nan")}, "reg: must be a positive number"),
+        ({"reg_mode": "scaled"}, "reg_mode: must be 'relative' or 'absolute'"),
+        ({"max_iter": 0}, "max_iter: must be at least 1, got 0"),
+        ({"tol": 0.0}, "tol: must be positive, got 0.0"),
+        ({"check_every": 0}, "check_every: must be at least 1, got 0"),
     ],
 )
 def test_bad_parameters_are_value_errors(kwargs, message) -> None:

@@ -79,11 +79,11 @@ def test_the_hook_registers_the_coupler_by_name(registry) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"reg": 0}, r"^\$\.coupler: reg must be a positive number, got 0"),
+        ({"reg": 0}, r"^\$\.coupler\.reg: must be a positive number, got 0"),
         ({"reg": "small"}, r"^\$\.coupler\.reg: expected a number, got 'small'"),
         ({"sample": "all"}, r"^\$\.coupler\.sample: expected one of 'plan', 'permutation'"),
         ({"reg_mode": "auto"}, r"^\$\.coupler\.reg_mode: expected one of 'relative'"),
-        ({"max_iter": 0}, r"^\$\.coupler: max_iter must be at least 1, got 0"),
+        ({"max_iter": 0}, r"^\$\.coupler\.max_iter: must be at least 1, got 0"),
         ({"regg": 0.1}, r"^\$\.coupler\.regg: unknown key; did you mean 'reg'\?"),
     ],
 )
