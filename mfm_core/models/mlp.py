@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mfm_core.models.inputs import check_shape, class_labels
+
 Activation = Literal["silu", "relu", "gelu", "tanh"]
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
@@ -81,21 +83,14 @@ class MLP(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"expected x of shape (batch, {', '.join(map(str, self.data_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_shape(x, self.data_shape)
         batch = x.shape[0]
         # Times stay in the buffer's precision: half-precision t would blur the high frequencies.
         embedding = sinusoidal_embedding(
             t.to(self.frequencies.dtype).expand(batch), self.frequencies
         )
-        if self.class_embedding is not None:
-            null = torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
-            labels = null if cond is None else torch.where(cond < 0, null, cond.long())
+        labels = class_labels(cond, self.num_classes, batch, x.device)
+        if labels is not None:
             embedding = embedding + self.class_embedding(labels)
-        elif cond is not None and bool((cond >= 0).any()):
-            raise ValueError("cond was given, but the model was built without num_classes")
         out = self.net(torch.cat([x.flatten(1), embedding.to(x.dtype)], dim=1))
         return out.reshape(x.shape)

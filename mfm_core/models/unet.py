@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfm_core.models.inputs import check_shape, class_labels
+
 NORM_GROUPS = 32
 # Flow-matching time t in [0, 1] is scaled to ADM's diffusion step range [0, 1000], so the
 # sinusoidal frequencies (periods 2 pi to 2 pi 10^4 steps) cover the same ground as in ADM.
@@ -265,23 +267,13 @@ class UNet(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"expected x of shape (batch, {', '.join(map(str, self.data_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_shape(x, self.data_shape)
         batch = x.shape[0]
         dtype = self.input_conv.weight.dtype  # float32 under autocast, else the model's dtype
         emb = self.time_embed(timestep_embedding(t.expand(batch), self.channels).to(dtype))
-        if self.label_embed is not None:
-            null = torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
-            labels = null if cond is None else torch.where(cond < 0, null, cond.long())
+        labels = class_labels(cond, self.num_classes, batch, x.device)
+        if labels is not None:
             emb = emb + self.label_embed(labels)
-        elif cond is not None and bool((cond >= 0).any()):
-            raise ValueError(
-                "cond holds class labels, but the model was built without num_classes "
-                "(only -1, no label, is allowed)"
-            )
         h = self.input_conv(x)
         hs = [h]
         for stage in self.down:
