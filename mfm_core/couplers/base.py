@@ -45,6 +45,9 @@ class PairCoupler(abc.ABC):
     within_class: bool = True
     scope: Scope = "local"
     is_permutation: bool = True
+    # True for couplers that solve on the CPU (scipy): the cost matrix then crosses from the
+    # device once, before the batch is split into classes, not once per class.
+    solves_on_host: bool = False
 
     def __init__(
         self,
@@ -86,12 +89,14 @@ class PairCoupler(abc.ABC):
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None
     ) -> Coupling:
         costs = None if self.cost is None else cost_matrix(x0, x1, self.cost)
+        if costs is not None and self.solves_on_host:
+            costs = costs.cpu()
         if cond is None or not self.within_class:
             i, j = self._pairs(costs, x0, x1)
         else:
             i, j = self._pairs_within_classes(costs, x0, x1, cond)
-        i, j = (idx.to(device=x0.device, dtype=torch.long) for idx in (i, j))
         mean_cost = None if costs is None else costs[i, j].mean().item()
+        i, j = (idx.to(device=x0.device, dtype=torch.long) for idx in (i, j))
         return Coupling(i=i, j=j, cost=mean_cost, is_permutation=self.is_permutation)
 
     def _pairs_within_classes(

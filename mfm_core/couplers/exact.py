@@ -17,6 +17,8 @@ class ExactCoupler(PairCoupler):
     indices go back to the device in one transfer.
     """
 
+    solves_on_host = True
+
     def __init__(
         self, *, cost: str = "sqeuclidean", within_class: bool = True, scope: Scope = "local"
     ) -> None:
@@ -25,7 +27,7 @@ class ExactCoupler(PairCoupler):
     def _pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # scipy solves in float64 whatever it is given; converting on the CPU halves the copy.
-        host = costs.to("cpu", torch.float32) if costs.dtype != torch.float64 else costs.cpu()
-        rows, cols = linear_sum_assignment(host.numpy())
+        # The base class has already moved the costs to the CPU (solves_on_host); scipy works
+        # in float64 whatever it is given.
+        rows, cols = linear_sum_assignment(costs.numpy())
         return torch.from_numpy(rows), torch.from_numpy(cols)
