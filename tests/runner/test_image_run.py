@@ -110,7 +110,13 @@ def test_run_killed_with_sigkill_resumes_to_the_same_losses(
     killed_at = list_checkpoints(run_dir / "checkpoints")[0][0]
     assert 0 < killed_at < 150, "the run finished before it could be killed"
     resume_run(run_dir, [], progress=False)
-    assert losses(run_dir) == losses(whole)
+    # The killed run computed its first steps in another process: with several CPU threads,
+    # torch's reductions may then differ in the last bits (seen at 1e-7 relative), so the
+    # comparison across processes allows rounding; a wrong random state or data position would
+    # change the losses entirely. Resumes within one process are compared exactly above.
+    resumed, reference = losses(run_dir), losses(whole)
+    assert [step for step, _ in resumed] == [step for step, _ in reference]
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in reference], rel=1e-5)
 
 
 @pytest.fixture
