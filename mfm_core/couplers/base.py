@@ -76,7 +76,7 @@ class PairCoupler(abc.ABC):
                 "x0 and x1 must have the same per-sample shape, got shapes "
                 f"{tuple(x0.shape)} and {tuple(x1.shape)}"
             )
-        if cond is not None and cond.shape[:1] != x1.shape[:1]:
+        if cond is not None and (cond.dim() != 1 or len(cond) != len(x1)):
             raise ValueError(
                 f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
                 f"for {len(x1)} samples"
@@ -102,9 +102,8 @@ class PairCoupler(abc.ABC):
     def _pairs_within_classes(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = cond.reshape(len(cond), -1)[:, 0] if cond.dim() > 1 else cond
-        order = torch.argsort(labels, stable=True)
-        _, counts = torch.unique_consecutive(labels[order], return_counts=True)
+        order = torch.argsort(cond, stable=True)
+        _, counts = torch.unique_consecutive(cond[order], return_counts=True)
         pieces_i, pieces_j = [], []
         for members in torch.split(order, counts.tolist()):
             if len(members) == 1:  # a class seen once pairs with itself: nothing to solve
