@@ -44,18 +44,29 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def registered_costs() -> dict[str, object]:
     """Every installed cost function by name (the built-ins and the plugins')."""
+    return {name: entry.factory for name, entry in _cost_entries().items()}
+
+
+def _cost_entries() -> dict:
     from mfm_core.registry import get_registry  # the registry imports the built-in couplers
 
-    return {name: entry.factory for name, entry in get_registry().entries["cost"].items()}
+    return get_registry().entries["cost"]
+
+
+def _cost_function(cost: str):
+    """The installed cost function named ``cost``; else ``InvalidValue`` (a ``ValueError``)
+    listing the installed ones. One dictionary lookup: it runs at every coupling."""
+    entry = _cost_entries().get(cost)
+    if entry is None:
+        choices = ", ".join(repr(name) for name in sorted(_cost_entries()))
+        raise InvalidValue("cost", f"expected one of the installed costs {choices}, got {cost!r}")
+    return entry.factory
 
 
 def check_cost(cost: str) -> str:
     """Return ``cost`` if it names an installed cost, else raise ``InvalidValue`` (a
     ``ValueError``) listing them."""
-    known = registered_costs()
-    if cost not in known:
-        choices = ", ".join(repr(name) for name in sorted(known))
-        raise InvalidValue("cost", f"expected one of the installed costs {choices}, got {cost!r}")
+    _cost_function(cost)
     return cost
 
 
@@ -73,9 +84,7 @@ def cost_matrix(x0: torch.Tensor, x1: torch.Tensor, cost: str = "sqeuclidean") -
     built in are ``"sqeuclidean"`` ``|a - b|^2``, ``"l1"`` ``sum |a - b|`` and ``"cosine"``
     ``1 - <a, b> / (|a| |b|)``.
     """
-    function = registered_costs().get(cost)
-    if function is None:
-        check_cost(cost)
+    function = _cost_function(cost)
     if x0.shape[1:] != x1.shape[1:]:
         raise ValueError(
             f"x0 and x1 must have the same per-sample shape, got {tuple(x0.shape[1:])} "
