@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mfm_core.schema import InvalidValue
 
 COSTS: tuple[str, ...] = ("sqeuclidean", "l1", "cosine")
-"""The costs built into mfm; plugins may register more (see ``registered_costs``)."""
+"""The costs built into mfm; plugins may register more (``mfm plugins`` lists them)."""
 
 
 def sqeuclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -40,11 +40,6 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``1 - <a, b> / (|a| |b|)``; a zero vector has cost 1 to everything."""
     return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-
-
-def registered_costs() -> dict[str, object]:
-    """Every installed cost function by name (the built-ins and the plugins')."""
-    return {name: entry.factory for name, entry in _cost_entries().items()}
 
 
 def _cost_entries() -> dict:
