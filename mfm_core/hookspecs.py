@@ -55,3 +55,9 @@ def register_costs(register: Register) -> None:
     """Register pairwise costs for couplers: ``register(name, cost)`` where
     ``cost(a, b)`` maps float matrices (k0, d) and (k1, d) to the (k0, k1) cost matrix
     (see ``mfm_core.couplers.costs``)."""
+
+
+@hookspec
+def register_feature_maps(register: Register) -> None:
+    """Register feature maps for metrics (see ``mfm_core.protocols.FeatureMap``), e.g. the
+    Inception network of FID: ``features = { name = "inception", weights = "..." }``."""

@@ -1,4 +1,5 @@
-"""The extension points of mfm: what a coupler, path, vector field, solver, dataset and metric is.
+"""The extension points of mfm: what a coupler, path, vector field, solver, dataset, metric and
+feature map is.
 
 Every component a plugin registers satisfies one of these protocols. Results are small frozen
 attrs classes rather than tuples, so that new fields never break existing callers.
@@ -162,13 +163,32 @@ class IndexedDataset(Protocol):
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
 
 
+Generate = Callable[..., SolveResult]
+"""``generate(solver, noise, labels=None, trajectory=False) -> SolveResult``: integrate
+``noise`` (on the CPU) with ``solver`` and the evaluated model, in the evaluation's batches,
+on its device; ``x1`` comes back on the CPU."""
+
+
 @attrs.frozen(kw_only=True)
 class EvalContext:
     """Everything a metric may look at for one solver setting.
 
-    ``generated``: samples from the model, (n, ...). ``reference``: fresh target samples,
-    (n, ...). ``noise``: the source samples the generated ones started from. ``field``: the
-    model's velocity field. ``solve``: the solver result (its NFE, its trajectory if any).
+    ``generated``: samples from the model, (n, ...), solved from ``noise`` (the source samples,
+    same order) with ``solver``; ``solve`` is that solve's result (its NFE). ``reference``:
+    held-out target samples, (n, ...), with their class ``reference_labels`` (or ``None``).
+    ``labels``: the classes the samples were generated for (conditional models), else ``None``.
+    ``field``: the model's velocity field for ``labels``; ``make_field(labels)`` builds it for
+    other labels (``None``: unconditional). ``generate`` re-solves noise with any solver.
+
+    ``source`` and ``target`` are the run's data sets, to draw more samples from; ``loss(g)``
+    is the training loss on a fresh minibatch coupled by the run's coupler (differentiable
+    with respect to ``model``'s parameters, batch drawn from generator ``g``). ``seed``: the
+    evaluation seed; metrics derive their own randomness from it. ``cache``: a dict shared by
+    every solver setting of one evaluation, for work that does not depend on the solver (keep
+    keys prefixed with the metric's name).
+
+    The fields after ``solve`` are filled in by the runner; code building a context by hand
+    (tests, scripts) gives what its metrics need.
     """
 
     generated: torch.Tensor
@@ -176,10 +196,48 @@ class EvalContext:
     noise: torch.Tensor
     field: Field
     solve: SolveResult
+    solver: Solver | None = None
+    labels: torch.Tensor | None = None
+    reference_labels: torch.Tensor | None = None
+    make_field: Callable[[torch.Tensor | None], Field] | None = None
+    generate: Generate | None = None
+    model: torch.nn.Module | None = None
+    source: Dataset | None = None
+    target: Dataset | None = None
+    loss: Callable[[torch.Generator], torch.Tensor] | None = None
+    device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    cache: dict[str, Any] = attrs.field(factory=dict)
+
+    def need(self, *names: str) -> None:
+        """Raise a ``ValueError`` naming the first of ``names`` the context lacks."""
+        for name in names:
+            if getattr(self, name) is None:
+                raise ValueError(f"this metric needs EvalContext.{name}, which is not set")
 
 
 @runtime_checkable
 class Metric(Protocol):
-    """Scores generated samples: ``metric(ctx) -> float`` (or a dict of named floats)."""
+    """Scores generated samples: ``metric(ctx) -> float`` (or a dict of named floats).
+
+    A metric is computed for every solver setting of ``eval.solvers`` (the NFE sweep). A metric
+    whose value does not depend on the solver (e.g. gradient variance) sets the class attribute
+    ``per_solver = False``: it is computed once per evaluation, with the context of the first
+    setting, and reported apart from the sweep.
+    """
 
     def __call__(self, ctx: EvalContext) -> float | dict[str, float]: ...
+
+
+@runtime_checkable
+class FeatureMap(Protocol):
+    """Maps samples to feature vectors: ``features(x) -> (n, dim)`` float tensor on the CPU.
+
+    ``x``: (n, ...) samples in the data's own scale (images in [-1, 1], channels first), on any
+    device. ``dim``: the feature width D. Metrics such as ``fid`` and ``consistency`` take a
+    feature map as their ``features`` parameter.
+    """
+
+    dim: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...

@@ -32,6 +32,7 @@ HOOKS = {
     "dataset": "register_datasets",
     "metric": "register_metrics",
     "cost": "register_costs",
+    "feature_map": "register_feature_maps",
 }
 KINDS = tuple(HOOKS)
 

@@ -12,6 +12,7 @@ from mfm_core.config import Component, Config
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Coupler, Dataset, Metric, Path, Solver
 from mfm_core.registry import Registry, get_registry
+from mfm_core.schema import converter
 
 
 @attrs.frozen(kw_only=True)
@@ -58,6 +59,28 @@ def _build_dataset(registry: Registry, spec: Component, where: str, root: str | 
     return _build(registry, "dataset", spec, where, **provided)
 
 
+NESTED_METRIC_COMPONENTS = {"features": "feature_map"}
+"""Metric parameters that name a component of their own: ``features = "pixels"`` or
+``features = { name = "inception", weights = "..." }`` is built as a feature map."""
+
+
+def _build_metric(registry: Registry, spec: Component, where: str) -> Any:
+    params, provided = dict(spec.params), {}
+    for key, kind in NESTED_METRIC_COMPONENTS.items():
+        if key not in params:
+            continue
+        value = params.pop(key)
+        try:
+            nested = converter.structure(value, Component)
+        except Exception as exc:  # noqa: BLE001 - cattrs wraps the hook's error
+            raise ConfigError(
+                f"{where}.{key}: expected a {kind.replace('_', ' ')} name or a table with a "
+                f"name, got {value!r}"
+            ) from exc
+        provided[key] = _build(registry, kind, nested, f"{where}.{key}")
+    return registry.create("metric", spec.name, params, path=where, provided=provided)
+
+
 def default_metrics(shape: tuple[int, ...]) -> list[Component]:
     """``w2`` for vectors; nothing for images (exact OT on pixels is neither cheap nor
     meaningful)."""
@@ -80,7 +103,7 @@ def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline
         where = f"$.eval.metrics[{index}]"
         if spec.name in metrics:
             raise ConfigError(f"{where}: metric '{spec.name}' is listed twice")
-        metrics[spec.name] = _build(registry, "metric", spec, where)
+        metrics[spec.name] = _build_metric(registry, spec, where)
     return Pipeline(
         source=source,
         target=target,
