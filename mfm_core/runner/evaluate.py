@@ -12,7 +12,8 @@ import attrs
 import torch
 
 from mfm_core.config import Config, EvalConfig
-from mfm_core.protocols import EvalContext, Field, Solver, SolveResult
+from mfm_core.errors import MfmError
+from mfm_core.protocols import EvalContext, Field, Metric, Solver, SolveResult
 from mfm_core.runner import images
 from mfm_core.runner.data import draw_labelled
 from mfm_core.runner.pipeline import Pipeline
@@ -113,21 +114,25 @@ def final_loss(
 @attrs.frozen(kw_only=True)
 class EvalInputs:
     """Noise to integrate, the class labels to generate (conditional models), and as many
-    real samples to compare with; all from a generator seeded with ``eval.seed``."""
+    real samples to compare with, with their labels; all from a generator seeded with
+    ``eval.seed``."""
 
     noise: torch.Tensor
     labels: torch.Tensor | None
     reference: torch.Tensor
+    reference_labels: torch.Tensor | None = None
 
 
 def eval_inputs(pipeline: Pipeline, config: EvalConfig, count: int) -> EvalInputs:
     generator = torch.Generator().manual_seed(config.seed)
     noise = pipeline.source.sample(count, generator)
-    reference, _ = draw_labelled(pipeline.target, count, generator)
+    reference, reference_labels = draw_labelled(pipeline.target, count, generator)
     labels = None
     if is_conditional(pipeline.model):
         labels = torch.randint(pipeline.model.num_classes, (count,), generator=generator)
-    return EvalInputs(noise=noise, labels=labels, reference=reference)
+    return EvalInputs(
+        noise=noise, labels=labels, reference=reference, reference_labels=reference_labels
+    )
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -181,7 +186,13 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns ``metrics`` (for metrics.json) and ``samples`` (tensors for the pictures):
     reference data, generated samples per solver setting, and a trajectory of the default
-    solver (vectors only). For images without metrics, ``eval.grid`` samples per setting."""
+    solver (vectors only). For images without metrics, ``eval.grid`` samples per setting.
+
+    ``metrics``: ``final_loss``; ``samples``, one row per solver setting (its description,
+    the NFE it used, and every per-solver metric); ``run``, the metrics that do not depend on
+    the solver; ``errors``, the message of each metric that failed (its value is NaN): a
+    failing metric never loses the rest of the evaluation.
+    """
     model.eval()
     settings = config.eval
     image = images.is_image_shape(tuple(pipeline.target.shape))
@@ -199,34 +210,80 @@ def evaluate(
         "batch_size": settings.batch_size,
         "dtype": dtype,
     }
-    labels = None if inputs.labels is None else inputs.labels.to(device)
-    rows, generated = [], []
+
+    def make_field(labels: torch.Tensor | None) -> Field:
+        labels = None if labels is None else labels.to(device)
+        return model_field(model, labels, settings.guidance, dtype)
+
+    def resolve(
+        solver: Solver,
+        noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        trajectory: bool = False,
+    ) -> SolveResult:
+        batch = None if trajectory else settings.batch_size
+        return generate(
+            solver,
+            model,
+            noise,
+            device,
+            labels=labels,
+            guidance=settings.guidance,
+            batch_size=batch,
+            dtype=dtype,
+            trajectory=trajectory,
+        )
+
+    def training_loss(generator: torch.Generator) -> torch.Tensor:
+        x0, x1, labels = draw_batch(pipeline, loss_batch_size, generator, device)
+        cond = labels if is_conditional(model) else None
+        return flow_matching_loss(pipeline, model, x0, x1, generator, cond)
+
+    shared = {
+        "reference": inputs.reference,
+        "noise": inputs.noise,
+        "labels": inputs.labels,
+        "reference_labels": inputs.reference_labels,
+        "field": make_field(inputs.labels),
+        "make_field": make_field,
+        "generate": resolve,
+        "model": model,
+        "source": pipeline.source,
+        "target": pipeline.target,
+        "loss": training_loss,
+        "device": device,
+        "seed": settings.seed,
+        "cache": {},
+    }
+    rows, generated, run_level, errors = [], [], {}, {}
     for solver in pipeline.eval_solvers:
         result = generate(solver, model, inputs.noise, device, **options)
-        context = EvalContext(
-            generated=result.x1,
-            reference=inputs.reference,
-            noise=inputs.noise,
-            field=model_field(model, labels, settings.guidance, dtype),
-            solve=result,
-        )
+        context = EvalContext(generated=result.x1, solve=result, solver=solver, **shared)
         row: dict[str, Any] = {**solver.describe(), "nfe": result.nfe}
         for name, metric in pipeline.metrics.items():
-            value = metric(context)
-            if isinstance(value, dict):
-                row.update({f"{name}.{key}": float(v) for key, v in value.items()})
-            else:
-                row[name] = float(value)
+            if not getattr(metric, "per_solver", True):
+                if name not in run_level:
+                    run_level[name] = _measure(name, metric, context, errors, logger)
+                continue
+            row.update(_measure(name, metric, context, errors, logger, row_label(row)))
         logger.info("eval " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
         rows.append(row)
         generated.append(result.x1)
+    if run_level:
+        logger.info(
+            "eval " + "  ".join(f"{k}={_fmt(v)}" for m in run_level.values() for k, v in m.items())
+        )
     path = None
     if settings.trajectories and not image:
         noise = inputs.noise[: settings.trajectories]
         some = None if inputs.labels is None else inputs.labels[: settings.trajectories]
         options = {**options, "labels": some, "batch_size": None}
         path = generate(pipeline.solver, model, noise, device, **options, trajectory=True)
-    metrics = {"final_loss": loss, "samples": rows}
+    metrics: dict[str, Any] = {"final_loss": loss, "samples": rows}
+    if run_level:
+        metrics["run"] = {k: v for values in run_level.values() for k, v in values.items()}
+    if errors:
+        metrics["errors"] = errors
     samples = {
         "noise": inputs.noise,
         "reference": inputs.reference,
@@ -235,6 +292,30 @@ def evaluate(
         "image": image,
     }
     return metrics, samples
+
+
+def _measure(
+    name: str,
+    metric: Metric,
+    context: EvalContext,
+    errors: dict[str, str],
+    logger: logging.Logger,
+    where: str | None = None,
+) -> dict[str, float]:
+    """``{name: value}``, or ``{name.key: value}`` for a metric returning a dict. A metric that
+    raises is logged and recorded in ``errors``; its value is NaN."""
+    try:
+        with torch.no_grad():
+            value = metric(context)
+    except (ValueError, RuntimeError, MfmError) as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        key = name if where is None else f"{name} ({where})"
+        errors[key] = message
+        logger.warning(f"metric {key} failed: {message}")
+        return {name: math.nan}
+    if isinstance(value, dict):
+        return {f"{name}.{key}": float(v) for key, v in value.items()}
+    return {name: float(value)}
 
 
 def _fmt(value: Any) -> str:

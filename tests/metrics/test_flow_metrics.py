@@ -1,0 +1,252 @@
+"""Straightness, transport cost, gradient variance and consistency against closed forms."""
+
+import math
+
+import pytest
+import torch
+
+from mfm_core.couplers import ExactCoupler, IndependentCoupler
+from mfm_core.datasets import Gaussian
+from mfm_core.metrics import Consistency, GradVariance, Straightness, TransportCost
+from mfm_core.metrics.context import context_for_field
+from mfm_core.paths import CondOTPath
+from mfm_core.registry import create
+from mfm_core.runner.train import regression_loss
+from mfm_core.solvers import Dopri5Solver, EulerSolver, MidpointSolver, RK4Solver
+
+
+def _noise(n: int = 500, d: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def _mean_sq(x: torch.Tensor) -> float:
+    return float(x.double().pow(2).sum(1).mean())
+
+
+class Shifted:
+    """N(m, I): a target whose W2^2 from N(0, I) is |m|^2."""
+
+    def __init__(self, m: torch.Tensor) -> None:
+        self.m = m
+        self.shape = tuple(m.shape)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, *self.shape, generator=generator) + self.m
+
+
+SOLVERS = [EulerSolver(steps=1), MidpointSolver(steps=3), RK4Solver(steps=4), Dopri5Solver()]
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.describe()["solver"])
+def test_straightness_of_a_constant_field_is_zero(solver) -> None:
+    m = torch.tensor([1.5, -2.0])
+    ctx = context_for_field(lambda x, t: m.expand_as(x), solver, _noise())
+    assert Straightness()(ctx) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_straightness_of_a_linear_field_matches_the_integral() -> None:
+    # v = c x: x_t = e^{ct} x0, chord (e^c - 1) x0, so the metric is
+    # E|x0|^2 * int_0^1 (c e^{ct} - K)^2 dt = E|x0|^2 (c (e^{2c} - 1) / 2 - K^2), K = e^c - 1.
+    c, noise = 1.0, _noise()
+    k = math.exp(c) - 1
+    expected = _mean_sq(noise) * (c * (math.exp(2 * c) - 1) / 2 - k**2)
+    solver = Dopri5Solver(atol=1e-8, rtol=1e-8, trajectory_points=129)
+    ctx = context_for_field(lambda x, t: c * x, solver, noise)
+    assert Straightness()(ctx) == pytest.approx(expected, rel=1e-3)
+
+
+def test_straightness_follows_the_rows_solver() -> None:
+    # One Euler step: the trajectory is x0 -> (1 + c) x0; the error is 0 at t = 0 and
+    # |c (1 + c) x0 - c x0|^2 = c^4 |x0|^2 at t = 1; the trapezoid halves it.
+    c, noise = 0.7, _noise()
+    ctx = context_for_field(lambda x, t: c * x, EulerSolver(steps=1), noise)
+    assert Straightness()(ctx) == pytest.approx(c**4 * _mean_sq(noise) / 2, rel=1e-5)
+
+
+def test_straightness_uses_at_most_num_samples() -> None:
+    noise = _noise(400)
+    noise[200:] *= 100.0  # samples past the first 200 would change the value
+    ctx = context_for_field(lambda x, t: 0.5 * x, EulerSolver(steps=1), noise)
+    expected = context_for_field(lambda x, t: 0.5 * x, EulerSolver(steps=1), noise[:200])
+    assert Straightness(num_samples=200)(ctx) == pytest.approx(Straightness()(expected))
+
+
+def test_transport_cost_of_the_identity_map_is_zero() -> None:
+    source = Gaussian(shape=(2,))
+    ctx = context_for_field(
+        lambda x, t: torch.zeros_like(x),
+        EulerSolver(steps=2),
+        _noise(),
+        source=source,
+        target=source,
+    )
+    result = TransportCost(ot_samples=300)(ctx)
+    assert result["cost"] == 0.0
+    assert result["ratio"] == 0.0
+    assert result["w2_squared"] > 0  # two finite samples of one law are apart
+
+
+def test_transport_cost_of_the_optimal_map_has_ratio_one() -> None:
+    # x -> x + m is the optimal map from N(0, I) to N(m, I); its cost is |m|^2 = W2^2.
+    m = torch.tensor([3.0, -1.5])
+    ctx = context_for_field(
+        lambda x, t: m.expand_as(x),
+        EulerSolver(steps=1),
+        _noise(1000),
+        source=Gaussian(shape=(2,)),
+        target=Shifted(m),
+    )
+    result = TransportCost(ot_samples=1500)(ctx)
+    assert result["cost"] == pytest.approx(float(m.pow(2).sum()), rel=1e-6)
+    # The empirical W2^2 errs by sampling (sd ~ 2 |m| sqrt(2 / n) = 0.25) and its bias.
+    assert result["w2_squared"] == pytest.approx(float(m.pow(2).sum()), abs=0.5)
+    assert result["ratio"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_transport_cost_floor_is_computed_once_per_evaluation() -> None:
+    calls = []
+
+    class Counting(Gaussian):
+        def sample(self, n, generator):
+            calls.append(n)
+            return super().sample(n, generator)
+
+    ctx = context_for_field(
+        lambda x, t: x, EulerSolver(steps=1), _noise(), source=Counting(), target=Counting()
+    )
+    metric = TransportCost(ot_samples=100)
+    first, second = metric(ctx), metric(ctx)
+    assert first == second
+    assert calls == [100, 100]
+
+
+class Bias(torch.nn.Module):
+    """v(x, t) = b: its loss gradient on a batch is 2 (b - mean(u))."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.b = torch.nn.Parameter(torch.full((d,), 0.3))
+
+    def forward(self, x, t, cond=None):
+        return self.b.expand_as(x)
+
+
+def _loss_of(model, coupler, d: int, k: int, s: float):
+    path = CondOTPath()
+
+    def loss(generator):
+        x0 = torch.randn(k, d, generator=generator)
+        x1 = s * torch.randn(k, d, generator=generator)
+        x0, x1, _ = coupler(x0, x1).pairs(x0, x1)
+        t = torch.rand(k, generator=generator)
+        return regression_loss(path, model, x0, x1, t)
+
+    return loss
+
+
+def test_grad_variance_matches_the_closed_form() -> None:
+    # Independent pairs, u = x1 - x0 with Cov(u) = (1 + s^2) I: the gradient 2 (b - mean u)
+    # has covariance trace 4 d (1 + s^2) / k. With 400 batches the estimate's relative sd is
+    # sqrt(2 / (d (B - 1))) = 3.5 %; the tolerance is 4 sd.
+    d, k, s = 4, 64, 2.0
+    model = Bias(d)
+    ctx = context_for_field(
+        lambda x, t: x,
+        EulerSolver(steps=1),
+        _noise(),
+        model=model,
+        loss=_loss_of(model, IndependentCoupler(), d, k, s),
+        seed=5,
+    )
+    metric = GradVariance(batches=400)
+    assert not metric.per_solver
+    assert metric(ctx) == pytest.approx(4 * d * (1 + s**2) / k, rel=0.14)
+    assert model.b.grad is None  # the metric leaves no gradient behind
+
+
+def test_grad_variance_is_reproducible_and_lower_with_exact_pairs() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x, t, cond=None):
+            return self.net(x)
+
+    wrapped = Wrapped()
+    values = {}
+    for name, coupler in (("independent", IndependentCoupler()), ("exact", ExactCoupler())):
+        ctx = context_for_field(
+            lambda x, t: x,
+            EulerSolver(steps=1),
+            _noise(),
+            model=wrapped,
+            loss=_loss_of(wrapped, coupler, 2, 128, 3.0),
+            seed=1,
+        )
+        values[name] = GradVariance(batches=24)(ctx)
+        assert GradVariance(batches=24)(ctx) == values[name]
+    assert values["exact"] < 0.75 * values["independent"]
+
+
+def test_grad_variance_of_a_bias_is_the_same_for_every_permutation() -> None:
+    # A permutation does not change the batch means, so mean(u) and the gradient of a
+    # bias-only field are the same for independent and exact pairs, batch by batch.
+    model = Bias(3)
+    values = [
+        GradVariance(batches=8)(
+            context_for_field(
+                lambda x, t: x,
+                EulerSolver(steps=1),
+                _noise(),
+                model=model,
+                loss=_loss_of(model, coupler, 3, 32, 2.0),
+                seed=2,
+            )
+        )
+        for coupler in (IndependentCoupler(), ExactCoupler())
+    ]
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+
+
+def test_grad_variance_needs_two_batches() -> None:
+    with pytest.raises(Exception, match="batches: must be at least 2"):
+        create("metric", "grad_variance", batches=1)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_consistency_of_euler_on_a_linear_field(steps: int) -> None:
+    # Euler on v = c x gives (1 + c/m)^m x0; the exact flow gives e^c x0.
+    c, noise = 0.8, _noise(300, d=3)
+    ctx = context_for_field(lambda x, t: c * x, EulerSolver(steps=steps), noise)
+    metric = Consistency(reference_atol=1e-9, reference_rtol=1e-9)
+    gap = (1 + c / steps) ** steps - math.exp(c)
+    assert metric(ctx) == pytest.approx(gap**2 * _mean_sq(noise) / 3, rel=1e-4)
+
+
+def test_consistency_of_the_reference_solver_itself_is_zero() -> None:
+    ctx = context_for_field(lambda x, t: torch.sin(x), Dopri5Solver(), _noise())
+    assert Consistency()(ctx) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_consistency_in_a_feature_space() -> None:
+    class Doubled:
+        dim = 4
+
+        def __call__(self, x):
+            return torch.cat([x, x], 1) * 3.0
+
+    c, noise = 0.8, _noise(300)
+    ctx = context_for_field(lambda x, t: c * x, EulerSolver(steps=2), noise)
+    pixels = Consistency(reference_atol=1e-9, reference_rtol=1e-9)(ctx)
+    doubled = Consistency(features=Doubled(), reference_atol=1e-9, reference_rtol=1e-9)(ctx)
+    # Twice the dimensions, each scaled by 3: the per-dimension mean grows by 9.
+    assert doubled == pytest.approx(9 * pixels, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["straightness", "transport_cost", "grad_variance", "consistency"])
+def test_metrics_are_registered(name: str) -> None:
+    assert callable(create("metric", name))
