@@ -122,6 +122,37 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from mfm_core.runner.report import PLOT_FILE, REPORT_FILE
+    from mfm_core.runner.run import eval_run
+
+    eval_run(args.run_dir, list(args.overrides))
+    print(f"wrote {args.run_dir / 'metrics.json'}, {REPORT_FILE} and {PLOT_FILE}")
+    print((args.run_dir / REPORT_FILE).read_text(), end="")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mfm_core.runner.compare import TABLE_FILE, resume_compare, start_compare
+
+    if args.resume is not None:
+        if args.args:
+            raise MfmError(
+                "--resume continues a comparison as planned: give no config or overrides"
+            )
+        directory = resume_compare(args.resume, progress=not args.quiet)
+    else:
+        if not args.args or "=" in args.args[0]:
+            raise MfmError(
+                "give a config file first: mfm compare CONFIG.toml KEY=V1,V2[,...] [KEY=VALUE ...]"
+            )
+        config, *overrides = args.args
+        directory = start_compare(Path(config), overrides, args.runs, progress=not args.quiet)
+    print((directory / TABLE_FILE).read_text(), end="")
+    print(f"done: {directory}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mfm", description="Multisample Flow Matching: train, sample and inspect flows."
@@ -143,6 +174,39 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     _add_common(validate)
     validate.set_defaults(func=_cmd_validate)
+
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a run's latest checkpoint: metrics.json, metrics.md, metrics.png"
+    )
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help='e.g. \'eval.metrics=["w2", "straightness"]\' eval.num_samples=1000',
+    )
+    _add_common(evaluate)
+    evaluate.set_defaults(func=_cmd_eval)
+
+    compare = sub.add_parser(
+        "compare", help="run a config once per value of swept keys and compare the runs"
+    )
+    compare.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG.toml KEY=V1,V2 [KEY=VALUE ...]",
+        help="the config, then overrides; a value list (commas outside brackets and quotes) "
+        "is swept, e.g. coupler.name=independent,exact,sinkhorn,stable,heuristic",
+    )
+    compare.add_argument(
+        "--resume", type=Path, metavar="COMPARE_DIR", help="continue an interrupted comparison"
+    )
+    compare.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="where the comparison goes (runs/)"
+    )
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_common(compare)
+    compare.set_defaults(func=_cmd_compare)
 
     sample = sub.add_parser("sample", help="sample from a run's latest checkpoint")
     sample.add_argument("run_dir", type=Path)

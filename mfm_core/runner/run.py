@@ -7,6 +7,7 @@ only the main process writes the run directory and evaluates.
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 import warnings
@@ -21,7 +22,7 @@ import torch
 from mfm_core.config import Config, load_config, to_toml_dict
 from mfm_core.errors import ConfigError
 from mfm_core.registry import Registry, get_registry
-from mfm_core.runner import images, plots
+from mfm_core.runner import images, plots, report
 from mfm_core.runner.checkpoint import atomic_write, load_latest
 from mfm_core.runner.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.evaluate import evaluate, generate, image_panels, write_grid
@@ -87,13 +88,28 @@ def _prepare(config: Config) -> tuple[Pipeline, Distributed, torch.device]:
 
 
 def start_run(
-    config_path: str | Path, overrides: list[str], runs_root: Path, progress: bool = True
+    config_path: str | Path,
+    overrides: list[str],
+    runs_root: Path,
+    progress: bool = True,
+    *,
+    run_dir: Path | None = None,
 ) -> Path:
-    """Train and evaluate a new run of ``config_path``; returns its run directory."""
+    """Train and evaluate a new run of ``config_path``; returns its run directory: a new
+    numbered directory under ``runs_root``, or ``run_dir`` when given (made if missing; it
+    must hold no run yet)."""
     config = load_config(config_path, overrides)
     pipeline, env, device = _prepare(config)
+    if run_dir is not None and (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"{str(run_dir)!r} already holds a run; resume it instead")
     with process_group(env, device):
-        created = create_run_dir(runs_root, Path(config_path).stem) if env.is_main else None
+        created = None
+        if env.is_main:
+            if run_dir is None:
+                created = create_run_dir(runs_root, Path(config_path).stem)
+            else:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                created = run_dir
         run_dir = env.broadcast(created)
         trainer, logger = _train(
             config, pipeline, run_dir, env, device, resume=False, progress=progress
@@ -190,17 +206,34 @@ def _finish(
     metrics, samples = evaluate(
         pipeline, trainer.eval_model, config, trainer.sizes.coupling, device, logger
     )
-    metrics["train"] = {"steps": trainer.step, "seconds": round(trainer.elapsed, 2)}
+    metrics["train"] = {
+        "steps": trainer.step,
+        "seconds": round(trainer.elapsed, 2),
+        "coupling": trainer.sizes.coupling,
+    }
+    _write_results(run_dir, config, metrics, samples, logger)
+
+
+def _write_results(
+    run_dir: Path,
+    config: Config,
+    metrics: dict[str, Any],
+    samples: dict[str, Any],
+    logger: logging.Logger,
+) -> None:
+    """metrics.json, metrics.md, the plots and (with ``eval.save_samples``) samples.npz."""
     write_json(run_dir / METRICS_FILE, metrics)
     if config.eval.save_samples:
         _save_samples(run_dir / SAMPLES_FILE, samples)
+    report.write_run_report(run_dir, metrics)
     logger.info(f"final loss {metrics['final_loss']:.4f}; wrote {run_dir / METRICS_FILE}")
     _pictures(run_dir, config, metrics, samples)
 
 
 def _save_samples(path: Path, samples: dict[str, Any]) -> None:
     """``reference`` and ``generated_N`` for the N-th row of metrics.json, plus ``noise`` for
-    vectors; images as uint8 (n, H, W, C)."""
+    vectors and the trajectory of the run's ``solver`` (``trajectory``: (T, n, ...), and
+    ``trajectory_nfe``) when there is one; images as uint8 (n, H, W, C)."""
     if samples["image"]:
         arrays = {"reference": images.to_uint8(samples["reference"])}
         convert = images.to_uint8
@@ -209,6 +242,9 @@ def _save_samples(path: Path, samples: dict[str, Any]) -> None:
         convert = torch.Tensor.numpy
     for index, generated in enumerate(samples["generated"]):
         arrays[f"generated_{index}"] = convert(generated)
+    if samples["trajectory"] is not None:
+        arrays["trajectory"] = samples["trajectory"].trajectory.float().cpu().numpy()
+        arrays["trajectory_nfe"] = np.array(samples["trajectory"].nfe)
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
@@ -392,3 +428,36 @@ def validate_config(
         f"metrics: {', '.join(pipeline.metrics) or 'none'}"
     )
     return lines
+
+
+def eval_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Evaluate the newest checkpoint of ``run_dir`` again, with the run's config after
+    ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``): rewrites metrics.json
+    (keeping the training figures), metrics.md, the plots and samples.npz. Works on a run that
+    stopped before its own evaluation too. Returns the new metrics."""
+    existing_run_dir(run_dir)
+    config = load_config(run_dir / CONFIG_FILE, overrides)
+    pipeline = _seeded_pipeline(config)
+    state, _, problems = load_latest(run_dir / CHECKPOINTS)
+    for problem in problems:
+        warnings.warn(f"skipped {problem}", stacklevel=2)
+    device = resolve_device(config.train.device)
+    model = pipeline.model
+    load_weights(model, eval_weights(state), run_dir)
+    model.to(device).eval()
+    previous: dict[str, Any] = {}
+    if (run_dir / METRICS_FILE).is_file():
+        try:
+            previous = json.loads((run_dir / METRICS_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            warnings.warn(f"{run_dir / METRICS_FILE} is unreadable; writing it anew", stacklevel=2)
+    train = previous.get("train") or {"steps": int(state["step"])}
+    coupling = train.get("coupling") or batch_sizes(config.train, 1).coupling
+    logger = run_logger(run_dir)
+    logger.info(f"eval {run_dir} at step {int(state['step'])} on {device}")
+    metrics, samples = evaluate(pipeline, model, config, coupling, device, logger)
+    metrics["train"] = train
+    if overrides:
+        metrics["eval_overrides"] = list(overrides)
+    _write_results(run_dir, config, metrics, samples, logger)
+    return metrics

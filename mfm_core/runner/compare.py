@@ -1,0 +1,218 @@
+"""``mfm compare``: run one config once per value of swept keys, with the same seeds, and
+report the runs side by side.
+
+``coupler.name=independent,exact,sinkhorn`` sweeps the coupler; any key can be swept, and
+several swept keys give every combination. A comparison directory holds ``compare.json`` (the
+plan), ``base.toml`` (the config as given), one run directory per variant, and the report:
+``comparison.md``, ``comparison.json``, ``metrics.png`` (every metric against NFE),
+``loss.png`` (the training losses), and for 2-D data ``trajectories.png`` and ``samples.png``.
+An interrupted comparison continues with ``mfm compare --resume DIR``: finished runs are kept,
+interrupted ones resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from mfm_core.config import parse_override
+from mfm_core.errors import ConfigError
+from mfm_core.runner import report
+from mfm_core.runner.checkpoint import atomic_write, list_checkpoints
+from mfm_core.runner.rundir import (
+    CHECKPOINTS,
+    METRICS_FILE,
+    SAMPLES_FILE,
+    create_run_dir,
+    read_log,
+    write_json,
+)
+
+PLAN_FILE = "compare.json"
+BASE_CONFIG = "base.toml"
+TABLE_FILE = "comparison.md"
+RESULTS_FILE = "comparison.json"
+
+
+@attrs.frozen(kw_only=True)
+class Variant:
+    """One run of a comparison: its label, run directory name and overrides."""
+
+    label: str
+    directory: str
+    overrides: list[str]
+
+
+def split_values(raw: str) -> list[str]:
+    """``a,b,c`` -> ``["a", "b", "c"]``, splitting only at commas outside brackets, braces
+    and quotes, so TOML arrays and tables stay whole: ``[1, 2],[3]`` -> ``["[1, 2]", "[3]"]``."""
+    values, depth, quote, start = [], 0, "", 0
+    for index, char in enumerate(raw):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(raw[start:index].strip())
+            start = index + 1
+    values.append(raw[start:].strip())
+    return values
+
+
+def plan_variants(overrides: list[str]) -> tuple[list[str], list[Variant]]:
+    """The fixed overrides and one variant per combination of swept values."""
+    fixed: list[str] = []
+    sweeps: list[tuple[str, list[str]]] = []
+    for text in overrides:
+        parse_override(text)  # a malformed override is an error before anything runs
+        key, _, raw = text.partition("=")
+        values = split_values(raw)
+        if len(values) == 1:
+            fixed.append(text)
+            continue
+        if any(not v for v in values):
+            raise ConfigError(f"override {text!r}: an empty value in the list of values to sweep")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"override {text!r}: a value is listed twice")
+        if key.strip() in (k for k, _ in sweeps):
+            raise ConfigError(f"override {text!r}: {key.strip()} is swept twice")
+        sweeps.append((key.strip(), values))
+    if not sweeps:
+        raise ConfigError(
+            "nothing to compare: give at least one key with several values, e.g. "
+            "coupler.name=independent,exact"
+        )
+    variants = []
+    for combination in itertools.product(*(values for _, values in sweeps)):
+        if len(sweeps) == 1:
+            label = combination[0]
+        else:
+            label = " ".join(
+                f"{key.rsplit('.', 1)[-1]}={value}"
+                for (key, _), value in zip(sweeps, combination, strict=True)
+            )
+        directory = re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_") or "run"
+        extra = [f"{key}={value}" for (key, _), value in zip(sweeps, combination, strict=True)]
+        variants.append(Variant(label=label, directory=directory, overrides=fixed + extra))
+    names = [v.directory for v in variants]
+    for index, variant in enumerate(variants):
+        if names.count(variant.directory) > 1:
+            variants[index] = attrs.evolve(variant, directory=f"{index:02d}-{variant.directory}")
+    return fixed, variants
+
+
+def start_compare(
+    config_path: Path, overrides: list[str], runs_root: Path, progress: bool = True
+) -> Path:
+    """Check every variant's config, then run them one after another; returns the comparison
+    directory (``runs_root/NNNNN-compare-<config>``)."""
+    _, variants = plan_variants(list(overrides))
+    for variant in variants:  # every config error before any training
+        try:
+            _check_variant(config_path, variant)
+        except ConfigError as exc:
+            raise ConfigError(f"variant {variant.label!r}: {exc}") from None
+    directory = create_run_dir(runs_root, f"compare-{config_path.stem}")
+    shutil.copyfile(config_path, directory / BASE_CONFIG)
+    command = shlex.join(["mfm", "compare", str(config_path), *overrides])
+    write_json(
+        directory / PLAN_FILE,
+        {"command": command, "variants": [attrs.asdict(v) for v in variants]},
+    )
+    return _run_all(directory, progress)
+
+
+def resume_compare(directory: Path, progress: bool = True) -> Path:
+    """Continue an interrupted comparison."""
+    if not (directory / PLAN_FILE).is_file():
+        raise ConfigError(f"{str(directory)!r} is not a comparison directory (no {PLAN_FILE})")
+    return _run_all(directory, progress)
+
+
+def _check_variant(config_path: Path, variant: Variant) -> None:
+    from mfm_core.runner.run import validate_config
+
+    validate_config(config_path, variant.overrides)
+
+
+def _read_plan(directory: Path) -> tuple[str, list[Variant]]:
+    try:
+        plan = json.loads((directory / PLAN_FILE).read_text())
+        return plan["command"], [Variant(**v) for v in plan["variants"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{directory / PLAN_FILE}: not a comparison plan ({exc})") from None
+
+
+def _run_all(directory: Path, progress: bool) -> Path:
+    from mfm_core.runner.run import resume_run, start_run
+
+    command, variants = _read_plan(directory)
+    for variant in variants:
+        run_dir = directory / variant.directory
+        if (run_dir / METRICS_FILE).is_file():
+            continue
+        if list_checkpoints(run_dir / CHECKPOINTS):
+            resume_run(run_dir, [], progress=progress)
+            continue
+        if run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+        start_run(directory / BASE_CONFIG, variant.overrides, directory, progress, run_dir=run_dir)
+    write_comparison(directory, command, variants)
+    return directory
+
+
+def write_comparison(directory: Path, command: str, variants: list[Variant]) -> None:
+    """The report of a comparison whose runs have finished."""
+    results = {
+        v.label: json.loads((directory / v.directory / METRICS_FILE).read_text()) for v in variants
+    }
+    title = f"Comparison: {directory.name}"
+    text = report.compare_markdown(title, results, command).encode()
+    atomic_write(directory / TABLE_FILE, lambda handle: handle.write(text))
+    write_json(directory / RESULTS_FILE, {"command": command, "runs": results})
+    report.plot_metrics(
+        directory / report.PLOT_FILE, {k: m.get("samples", []) for k, m in results.items()}
+    )
+    report.plot_losses(
+        directory / "loss.png", {v.label: read_log(directory / v.directory) for v in variants}
+    )
+    _plot_2d(directory, variants, results)
+
+
+def _plot_2d(directory: Path, variants: list[Variant], results: dict[str, Any]) -> None:
+    """Trajectories and samples of every run side by side, for 2-D data."""
+    trajectories, titles, samples = {}, {}, {}
+    reference = None
+    for variant in variants:
+        path = directory / variant.directory / SAMPLES_FILE
+        if not path.is_file():
+            return
+        with np.load(path) as arrays:
+            if arrays["reference"].ndim != 2 or arrays["reference"].shape[1] != 2:
+                return
+            reference = arrays["reference"]
+            rows = results[variant.label].get("samples", [])
+            samples[variant.label] = [
+                (rows[i], arrays[f"generated_{i}"])
+                for i in range(len(rows))
+                if f"generated_{i}" in arrays
+            ]
+            if "trajectory" in arrays:
+                trajectories[variant.label] = arrays["trajectory"]
+                titles[variant.label] = f"{variant.label} (NFE {int(arrays['trajectory_nfe'])})"
+    if trajectories:
+        report.plot_trajectories_side_by_side(directory / "trajectories.png", trajectories, titles)
+    if samples and reference is not None:
+        report.plot_sample_grid(directory / "samples.png", reference, samples)
