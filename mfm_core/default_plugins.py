@@ -25,6 +25,8 @@ from mfm_core.datasets.toy2d import (
 )
 from mfm_core.hookspecs import Register, hookimpl
 from mfm_core.metrics.features import PixelFeatures
+from mfm_core.metrics.fid import FIDMetric
+from mfm_core.metrics.inception import InceptionFeatures
 from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
 from mfm_core.models.unet import UNet
@@ -85,8 +87,10 @@ def register_datasets(register: Register) -> None:
 @hookimpl
 def register_metrics(register: Register) -> None:
     register("w2", W2Metric)
+    register("fid", FIDMetric)
 
 
 @hookimpl
 def register_feature_maps(register: Register) -> None:
     register("pixels", PixelFeatures)
+    register("inception", InceptionFeatures)
