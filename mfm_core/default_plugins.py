@@ -25,7 +25,9 @@ from mfm_core.datasets.toy2d import (
 )
 from mfm_core.hookspecs import Register, hookimpl
 from mfm_core.metrics.features import PixelFeatures
+from mfm_core.metrics.fid import FIDMetric
 from mfm_core.metrics.flow import Consistency, GradVariance, Straightness, TransportCost
+from mfm_core.metrics.inception import InceptionFeatures
 from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
 from mfm_core.models.unet import UNet
@@ -90,8 +92,10 @@ def register_metrics(register: Register) -> None:
     register("transport_cost", TransportCost)
     register("grad_variance", GradVariance)
     register("consistency", Consistency)
+    register("fid", FIDMetric)
 
 
 @hookimpl
 def register_feature_maps(register: Register) -> None:
     register("pixels", PixelFeatures)
+    register("inception", InceptionFeatures)

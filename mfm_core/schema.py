@@ -82,6 +82,16 @@ def make_converter() -> cattrs.Converter:
     )
     converter.register_structure_hook(Any, lambda value, _type: value)
 
+    def protocol_hook(value: Any, type_: Any) -> Any:
+        if not isinstance(value, type_):
+            raise TypeError(f"expected a {type_.__name__}, got {value!r} ({_type_name(value)})")
+        return value
+
+    # A component built in Python (``create("metric", "fid", features=PixelFeatures())``)
+    converter.register_structure_hook_func(
+        lambda t: getattr(t, "_is_runtime_protocol", False), protocol_hook
+    )
+
     def table_hook(cls: type) -> Callable[[Any, Any], Any]:
         structure_fields = make_dict_structure_fn(cls, converter)
 

@@ -144,7 +144,8 @@ def test_builtins_come_from_the_core_distribution_entry_point():
             "spirals",
             "file",
         },
-        "metric": {"w2"},
+        "metric": {"w2", "fid"},
+        "feature_map": {"pixels", "inception"},
     }
     for kind, names in expected.items():
         assert names <= set(registry.names(kind)), kind

@@ -1,15 +1,29 @@
 """Metrics that score generated samples and the learned flow, and the feature maps they use."""
 
 from mfm_core.metrics.features import PixelFeatures
+from mfm_core.metrics.fid import (
+    FIDMetric,
+    feature_statistics,
+    frechet_distance,
+    load_statistics,
+    save_statistics,
+)
 from mfm_core.metrics.flow import Consistency, GradVariance, Straightness, TransportCost
+from mfm_core.metrics.inception import InceptionFeatures
 from mfm_core.metrics.w2 import W2Metric, w2_distance
 
 __all__ = [
     "Consistency",
+    "FIDMetric",
     "GradVariance",
+    "InceptionFeatures",
     "PixelFeatures",
     "Straightness",
     "TransportCost",
     "W2Metric",
+    "feature_statistics",
+    "frechet_distance",
+    "load_statistics",
+    "save_statistics",
     "w2_distance",
 ]
