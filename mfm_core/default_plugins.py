@@ -25,6 +25,7 @@ from mfm_core.datasets.toy2d import (
 )
 from mfm_core.hookspecs import Register, hookimpl
 from mfm_core.metrics.features import PixelFeatures
+from mfm_core.metrics.likelihood import BPDMetric, NLLMetric
 from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
 from mfm_core.models.unet import UNet
@@ -85,6 +86,8 @@ def register_datasets(register: Register) -> None:
 @hookimpl
 def register_metrics(register: Register) -> None:
     register("w2", W2Metric)
+    register("nll", NLLMetric)
+    register("bpd", BPDMetric)
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from mfm_core.datasets import (
     Moons,
     Spirals,
 )
-from mfm_core.metrics import W2Metric
+from mfm_core.metrics import BPDMetric, NLLMetric, W2Metric
 from mfm_core.models import MLP, UNet
 from mfm_core.paths import CondOTPath
 from mfm_core.solvers import Dopri5Solver, EulerSolver, HeunSolver, MidpointSolver, RK4Solver
@@ -47,6 +47,8 @@ COMPONENTS = [
     Cifar10Dataset,
     ImageFolderDataset,
     W2Metric,
+    NLLMetric,
+    BPDMetric,
 ]
 
 
