@@ -28,6 +28,7 @@ from mfm_core.metrics.features import PixelFeatures
 from mfm_core.metrics.fid import FIDMetric
 from mfm_core.metrics.flow import Consistency, GradVariance, Straightness, TransportCost
 from mfm_core.metrics.inception import InceptionFeatures
+from mfm_core.metrics.likelihood import BPDMetric, NLLMetric
 from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
 from mfm_core.models.unet import UNet
@@ -93,6 +94,8 @@ def register_metrics(register: Register) -> None:
     register("grad_variance", GradVariance)
     register("consistency", Consistency)
     register("fid", FIDMetric)
+    register("nll", NLLMetric)
+    register("bpd", BPDMetric)
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from mfm_core.datasets import (
     Moons,
     Spirals,
 )
-from mfm_core.metrics import FIDMetric, InceptionFeatures, W2Metric
+from mfm_core.metrics import BPDMetric, FIDMetric, InceptionFeatures, NLLMetric, W2Metric
 from mfm_core.models import MLP, UNet
 from mfm_core.paths import CondOTPath
 from mfm_core.solvers import Dopri5Solver, EulerSolver, HeunSolver, MidpointSolver, RK4Solver
@@ -49,6 +49,8 @@ COMPONENTS = [
     W2Metric,
     FIDMetric,
     InceptionFeatures,
+    NLLMetric,
+    BPDMetric,
 ]
 
 

@@ -16,7 +16,8 @@ import torch
 class Gaussian:
     """``N(0, std^2 I)`` in any sample shape: ``sample(n, g)`` -> (n, *shape).
 
-    The usual noise source ``q0``, for points and for images alike.
+    The usual noise source ``q0``, for points and for images alike; ``log_prob`` gives its
+    density, which likelihood metrics need.
     """
 
     def __init__(self, *, shape: tuple[int, ...] = (2,), std: float = 1.0) -> None:
@@ -29,6 +30,19 @@ class Gaussian:
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.std * torch.randn((n, *self.shape), generator=generator, dtype=torch.float32)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """The log density of samples ``x`` (n, *shape) -> (n,), in ``x``'s dtype:
+        ``-|x|^2 / (2 std^2) - D log(std) - D log(2 pi) / 2`` with ``D = prod(shape)``."""
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(
+                f"expected samples of shape (n, {', '.join(map(str, self.shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        dim = math.prod(self.shape)
+        return -0.5 * x.flatten(1).square().sum(1) / self.std**2 - dim * (
+            math.log(self.std) + 0.5 * math.log(2 * math.pi)
+        )
 
 
 def _check_non_negative(name: str, value: float) -> float:

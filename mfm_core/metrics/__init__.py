@@ -10,9 +10,14 @@ from mfm_core.metrics.fid import (
 )
 from mfm_core.metrics.flow import Consistency, GradVariance, Straightness, TransportCost
 from mfm_core.metrics.inception import InceptionFeatures
+from mfm_core.metrics.likelihood import BPDMetric, NLLMetric, divergence, log_likelihood
 from mfm_core.metrics.w2 import W2Metric, w2_distance
 
 __all__ = [
+    "BPDMetric",
+    "NLLMetric",
+    "divergence",
+    "log_likelihood",
     "Consistency",
     "FIDMetric",
     "GradVariance",

@@ -43,6 +43,16 @@ def test_gaussian_any_shape_and_moments() -> None:
     assert (x.std(dim=0) - 2.0).abs().max() < 0.05
 
 
+def test_gaussian_log_prob_is_the_normal_density() -> None:
+    dataset = Gaussian(shape=(2, 3), std=2.0)
+    x = _sample(dataset, 5, seed=0)
+    normal = torch.distributions.Normal(0.0, 2.0)
+    torch.testing.assert_close(dataset.log_prob(x), normal.log_prob(x).sum(dim=(1, 2)))
+    assert dataset.log_prob(x.double()).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"shape \(n, 2, 3\)"):
+        dataset.log_prob(x.flatten(1))
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.5])
 def test_checkerboard_samples_fall_on_the_on_squares(scale: float) -> None:
     x = _sample(Checkerboard(scale=scale), 4000, seed=0)
