@@ -30,9 +30,7 @@ class VPPath:
     dimensions.
     """
 
-    def __init__(
-        self, *, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-5
-    ) -> None:
+    def __init__(self, *, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-5) -> None:
         if not (math.isfinite(beta_min) and beta_min >= 0.0):
             raise InvalidValue("beta_min", f"must be a finite number >= 0, got {beta_min!r}")
         if not (math.isfinite(beta_max) and beta_max > 0.0 and beta_max >= beta_min):
