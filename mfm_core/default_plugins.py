@@ -10,6 +10,7 @@ from mfm_core.couplers import (
     ExactCoupler,
     HeuristicCoupler,
     IndependentCoupler,
+    ReflowCoupler,
     StableCoupler,
     costs,
 )
@@ -40,6 +41,7 @@ def register_couplers(register: Register) -> None:
     register("exact", ExactCoupler)
     register("stable", StableCoupler)
     register("heuristic", HeuristicCoupler)
+    register("reflow", ReflowCoupler)
 
 
 @hookimpl
