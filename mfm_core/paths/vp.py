@@ -13,7 +13,7 @@ from mfm_core.schema import InvalidValue
 class VPPath:
     """``x_t = a(t) x1 + b(t) x0`` with target ``u_t = a'(t) x1 + b'(t) x0``.
 
-    The VP path of Lipman et al., "Flow Matching for Generative Modeling" (2023, section 4.1), in
+    The VP path of Lipman et al., "Flow Matching for Generative Modeling" (2023), in
     mfm's time convention (t=0 noise, t=1 data): ``a(t) = alpha_{1-t}``,
     ``alpha_s = exp(-T(s) / 2)``, ``T(s) = s beta_min + s^2 (beta_max - beta_min) / 2`` and
     ``b(t) = sqrt(1 - a(t)^2)``, so ``a^2 + b^2 = 1``. Differentiating, with
