@@ -10,6 +10,7 @@ from mfm_core.couplers import (
     ExactCoupler,
     HeuristicCoupler,
     IndependentCoupler,
+    ReflowCoupler,
     StableCoupler,
     costs,
 )
@@ -33,6 +34,7 @@ from mfm_core.metrics.w2 import W2Metric
 from mfm_core.models.mlp import MLP
 from mfm_core.models.unet import UNet
 from mfm_core.paths.cond_ot import CondOTPath
+from mfm_core.paths.vp import VPPath
 from mfm_core.solvers.adaptive import Dopri5Solver
 from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
 
@@ -43,6 +45,7 @@ def register_couplers(register: Register) -> None:
     register("exact", ExactCoupler)
     register("stable", StableCoupler)
     register("heuristic", HeuristicCoupler)
+    register("reflow", ReflowCoupler)
 
 
 @hookimpl
@@ -55,6 +58,7 @@ def register_costs(register: Register) -> None:
 @hookimpl
 def register_paths(register: Register) -> None:
     register("cond-ot", CondOTPath)
+    register("vp", VPPath)
 
 
 @hookimpl

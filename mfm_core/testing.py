@@ -30,6 +30,8 @@ def _check_result(
 ) -> Coupling:
     if not isinstance(coupling, Coupling):
         _fail(coupler, f"{what}: returned {type(coupling).__name__}, expected a Coupling")
+    if coupling.gathered is not None:
+        k = _check_gathered(coupler, coupling.gathered, device, what)
     i, j = coupling.i, coupling.j
     for name, index in (("i", i), ("j", j)):
         if not isinstance(index, torch.Tensor) or index.dtype != torch.long or index.dim() != 1:
@@ -55,8 +57,48 @@ def _check_result(
     return coupling
 
 
+def _check_gathered(coupler: Coupler, gathered: object, device: torch.device, what: str) -> int:
+    """Check the tensors a coupling brings along (``Coupling.gathered``); return how many
+    samples its indices may address."""
+    if not isinstance(gathered, tuple) or len(gathered) != 3:
+        _fail(coupler, f"{what}: gathered must be a tuple (x0, x1, cond), got {gathered!r:.80}")
+    x0, x1, cond = gathered
+    for name, tensor in (("x0", x0), ("x1", x1), ("cond", cond)):
+        if tensor is None and name == "cond":
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            _fail(coupler, f"{what}: gathered {name} must be a tensor, got {tensor!r:.80}")
+        if tensor.device != device:
+            _fail(coupler, f"{what}: gathered {name} is on {tensor.device}, not on {device}")
+        if tensor.requires_grad:
+            _fail(coupler, f"{what}: gathered {name} requires grad (autograd leaks through)")
+    if x0.dim() == 0 or x0.shape != x1.shape:
+        _fail(
+            coupler,
+            f"{what}: gathered x0 and x1 must be samples of the same shape, got "
+            f"{tuple(x0.shape)} and {tuple(x1.shape)}",
+        )
+    if cond is not None and cond.shape != x1.shape[:1]:
+        _fail(coupler, f"{what}: gathered cond must hold one label per gathered sample")
+    return len(x0)
+
+
+def _sources(
+    coupling: Coupling, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The tensors the indices address: the coupler's inputs, or the gathered ones."""
+    return coupling.gathered if coupling.gathered is not None else (x0, x1, cond)
+
+
 def _same(a: Coupling, b: Coupling) -> bool:
-    return torch.equal(a.i, b.i) and torch.equal(a.j, b.j)
+    if not (torch.equal(a.i, b.i) and torch.equal(a.j, b.j)):
+        return False
+    if a.gathered is None or b.gathered is None:
+        return a.gathered is b.gathered
+    return all(
+        (p is None and q is None) or (p is not None and q is not None and torch.equal(p, q))
+        for p, q in zip(a.gathered, b.gathered, strict=True)
+    )
 
 
 def check_coupler(
@@ -82,10 +124,16 @@ def check_coupler(
     - with class labels ``cond`` and ``within_class`` on (the default of pairing couplers),
       no pair crosses classes (``cond[i] == cond[j]``); label -1 is a class of its own;
     - ``Coupling.pairs`` returns ``x0[i]``, ``x1[j]``, ``cond[j]``;
+    - a coupling that brings its own tensors (``Coupling.gathered``, e.g. the teacher's
+      samples of ``reflow``) brings ``(x0, x1, cond)`` of equal lengths, on the samples'
+      device, requiring no grad, keeping the labels when given them (this is checked with
+      labels even without ``within_class``); its indices address those tensors, and the
+      determinism check compares them too;
     - batches of different sizes or sample shapes raise ``ValueError``.
     """
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
+    gathers = False
     for shape in shapes:
         what = f"k={k}, sample shape {shape}"
         x0 = torch.randn(k, *shape, generator=generator).to(device).requires_grad_()
@@ -102,10 +150,15 @@ def check_coupler(
         if not _same(first, again):
             _fail(coupler, f"{what}: two calls under the same torch.manual_seed differ")
         paired_x0, paired_x1, paired_cond = first.pairs(x0, x1)
-        if not (torch.equal(paired_x0, x0[first.i]) and torch.equal(paired_x1, x1[first.j])):
+        source_x0, source_x1, _ = _sources(first, x0, x1)
+        if not (
+            torch.equal(paired_x0, source_x0[first.i])
+            and torch.equal(paired_x1, source_x1[first.j])
+        ):
             _fail(coupler, f"{what}: Coupling.pairs does not return (x0[i], x1[j])")
         if paired_cond is not None:
             _fail(coupler, f"{what}: Coupling.pairs invented labels")
+        gathers = gathers or first.gathered is not None
 
     single = _check_result(
         coupler, coupler(torch.randn(1, 2).to(device), torch.randn(1, 2).to(device)), 1, device,
@@ -114,16 +167,20 @@ def check_coupler(
     if not (single.i == 0).all() or not (single.j == 0).all():
         _fail(coupler, "a batch of one sample must pair it with itself")
 
-    if getattr(coupler, "within_class", False):
+    within_class = getattr(coupler, "within_class", False)
+    if within_class or gathers:
         x0 = torch.randn(k, 2, generator=generator).to(device)
         x1 = torch.randn(k, 2, generator=generator).to(device)
         cond = torch.randint(-1, num_classes, (k,), generator=generator).to(device)
         torch.manual_seed(seed)
         coupling = _check_result(coupler, coupler(x0, x1, cond), k, device, "with labels")
-        if not (cond[coupling.i] == cond[coupling.j]).all():
+        _, _, source_cond = _sources(coupling, x0, x1, cond)
+        if source_cond is None:
+            _fail(coupler, "with labels, the gathered tensors dropped them (cond is None)")
+        if within_class and not (source_cond[coupling.i] == source_cond[coupling.j]).all():
             _fail(coupler, "with within_class on, a pair crosses classes")
         _, _, paired_cond = coupling.pairs(x0, x1, cond)
-        if paired_cond is None or not torch.equal(paired_cond, cond[coupling.j]):
+        if paired_cond is None or not torch.equal(paired_cond, source_cond[coupling.j]):
             _fail(coupler, "Coupling.pairs does not return the labels cond[j]")
 
     for x0, x1 in (

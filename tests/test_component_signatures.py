@@ -5,7 +5,13 @@ import typing
 
 import pytest
 
-from mfm_core.couplers import ExactCoupler, HeuristicCoupler, IndependentCoupler, StableCoupler
+from mfm_core.couplers import (
+    ExactCoupler,
+    HeuristicCoupler,
+    IndependentCoupler,
+    ReflowCoupler,
+    StableCoupler,
+)
 from mfm_core.datasets import (
     Checkerboard,
     Cifar10Dataset,
@@ -20,7 +26,7 @@ from mfm_core.datasets import (
 )
 from mfm_core.metrics import BPDMetric, FIDMetric, InceptionFeatures, NLLMetric, W2Metric
 from mfm_core.models import MLP, UNet
-from mfm_core.paths import CondOTPath
+from mfm_core.paths import CondOTPath, VPPath
 from mfm_core.solvers import Dopri5Solver, EulerSolver, HeunSolver, MidpointSolver, RK4Solver
 
 COMPONENTS = [
@@ -28,7 +34,9 @@ COMPONENTS = [
     ExactCoupler,
     StableCoupler,
     HeuristicCoupler,
+    ReflowCoupler,
     CondOTPath,
+    VPPath,
     MLP,
     UNet,
     EulerSolver,

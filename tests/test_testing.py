@@ -74,3 +74,47 @@ def test_a_coupler_that_leaks_autograd_is_caught() -> None:
 
     with pytest.raises(AssertionError, match="gradients"):
         check_coupler(Leaky())
+
+
+class _Substitute:
+    """Pairs x0 with samples of its own (like reflow): ``Coupling.gathered``."""
+
+    def __init__(self, mistake: str = "") -> None:
+        self.mistake = mistake
+
+    def __call__(self, x0, x1, cond=None):
+        if len(x0) != len(x1) or x0.shape != x1.shape:
+            raise ValueError("shapes")
+        x0 = x0.detach()
+        made = x0 * 2 + 1
+        if self.mistake == "leaks":
+            made = made.requires_grad_()
+        if self.mistake == "unseeded":
+            made = made + torch.from_numpy(__import__("numpy").random.randn(*x0.shape)).float()
+        if self.mistake == "short":
+            made = made[:-1]
+        keep = None if self.mistake == "drops-labels" else cond
+        k = len(x0)
+        i = torch.arange(k)
+        if self.mistake == "out-of-range":
+            x0, made = x0[:1], made[:1]
+        return Coupling(i=i, j=i, is_permutation=True, gathered=(x0, made, keep))
+
+
+def test_a_coupler_with_gathered_tensors_conforms() -> None:
+    check_coupler(_Substitute())
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("leaks", "gathered x1 requires grad"),
+        ("unseeded", "same torch.manual_seed"),
+        ("short", "same shape"),
+        ("drops-labels", "dropped them"),
+        ("out-of-range", "outside"),
+    ],
+)
+def test_broken_gathered_couplings_are_caught(mistake: str, message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_coupler(_Substitute(mistake))

@@ -5,6 +5,7 @@ from mfm_core.couplers.costs import COSTS, cost_matrix
 from mfm_core.couplers.exact import ExactCoupler
 from mfm_core.couplers.heuristic import HeuristicCoupler
 from mfm_core.couplers.independent import IndependentCoupler
+from mfm_core.couplers.reflow import ReflowCoupler
 from mfm_core.couplers.stable import StableCoupler
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "HeuristicCoupler",
     "IndependentCoupler",
     "PairCoupler",
+    "ReflowCoupler",
     "StableCoupler",
     "cost_matrix",
 ]

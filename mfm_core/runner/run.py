@@ -11,7 +11,7 @@ import json
 import logging
 import operator
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +277,25 @@ def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
 
 
+def load_trained(
+    run_dir: Path, overrides: Sequence[str] = (), device: torch.device | None = None
+) -> tuple[Config, Pipeline, torch.nn.Module]:
+    """The config (after ``overrides``), the built pipeline and the trained model of
+    ``run_dir``: the newest checkpoint that loads (corrupted newer ones are skipped with a
+    warning), its EMA weights when the run kept them, in eval mode on ``device`` (default: the
+    run's ``train.device``)."""
+    existing_run_dir(run_dir)
+    config = load_config(run_dir / CONFIG_FILE, list(overrides))
+    pipeline = _seeded_pipeline(config)
+    state, _, problems = load_latest(run_dir / CHECKPOINTS)
+    for problem in problems:
+        warnings.warn(f"skipped {problem}", stacklevel=2)
+    model = pipeline.model
+    load_weights(model, eval_weights(state), run_dir)
+    model.to(device or resolve_device(config.train.device)).eval()
+    return config, pipeline, model
+
+
 @attrs.frozen(kw_only=True)
 class Sampled:
     """What ``mfm sample`` wrote: ``path`` (a file, or a directory of PNG files) and the
@@ -326,18 +345,10 @@ def sample_run(
         raise ConfigError(f"--num must be positive, got {num}")
     if batch is not None and batch <= 0:
         raise ConfigError(f"--batch must be positive, got {batch}")
-    existing_run_dir(run_dir)
-    config = load_config(run_dir / CONFIG_FILE, overrides)
-    pipeline = _seeded_pipeline(config)
+    config, pipeline, model = load_trained(run_dir, overrides)
     image = images.is_image_shape(tuple(pipeline.target.shape))
     fmt = _sample_format(out, fmt, image)
-    state, _, problems = load_latest(run_dir / CHECKPOINTS)
-    for problem in problems:
-        warnings.warn(f"skipped {problem}", stacklevel=2)
     device = resolve_device(config.train.device)
-    model = pipeline.model
-    load_weights(model, eval_weights(state), run_dir)
-    model.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     noise = pipeline.source.sample(num, generator)
     labels = _sample_labels(model, num, label, generator)
