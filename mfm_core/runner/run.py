@@ -277,9 +277,20 @@ def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
 
 
-def load_trained(
+@attrs.frozen(kw_only=True)
+class Trained:
+    """A run loaded for sampling or evaluation: its config, pipeline, trained model and the
+    training step of the checkpoint the weights come from."""
+
+    config: Config
+    pipeline: Pipeline
+    model: torch.nn.Module
+    step: int
+
+
+def load_run(
     run_dir: Path, overrides: Sequence[str] = (), device: torch.device | None = None
-) -> tuple[Config, Pipeline, torch.nn.Module]:
+) -> Trained:
     """The config (after ``overrides``), the built pipeline and the trained model of
     ``run_dir``: the newest checkpoint that loads (corrupted newer ones are skipped with a
     warning), its EMA weights when the run kept them, in eval mode on ``device`` (default: the
@@ -293,7 +304,15 @@ def load_trained(
     model = pipeline.model
     load_weights(model, eval_weights(state), run_dir)
     model.to(device or resolve_device(config.train.device)).eval()
-    return config, pipeline, model
+    return Trained(config=config, pipeline=pipeline, model=model, step=int(state["step"]))
+
+
+def load_trained(
+    run_dir: Path, overrides: Sequence[str] = (), device: torch.device | None = None
+) -> tuple[Config, Pipeline, torch.nn.Module]:
+    """``(config, pipeline, model)`` of :func:`load_run`."""
+    run = load_run(run_dir, overrides, device)
+    return run.config, run.pipeline, run.model
 
 
 @attrs.frozen(kw_only=True)
@@ -446,26 +465,21 @@ def eval_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``): rewrites metrics.json
     (keeping the training figures), metrics.md, the plots and samples.npz. Works on a run that
     stopped before its own evaluation too. Returns the new metrics."""
-    existing_run_dir(run_dir)
-    config = load_config(run_dir / CONFIG_FILE, overrides)
-    pipeline = _seeded_pipeline(config)
-    state, _, problems = load_latest(run_dir / CHECKPOINTS)
-    for problem in problems:
-        warnings.warn(f"skipped {problem}", stacklevel=2)
-    device = resolve_device(config.train.device)
-    model = pipeline.model
-    load_weights(model, eval_weights(state), run_dir)
-    model.to(device).eval()
+    run = load_run(run_dir, overrides)
+    config, pipeline, model = run.config, run.pipeline, run.model
+    device = next(model.parameters()).device
     previous: dict[str, Any] = {}
     if (run_dir / METRICS_FILE).is_file():
         try:
             previous = json.loads((run_dir / METRICS_FILE).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             warnings.warn(f"{run_dir / METRICS_FILE} is unreadable; writing it anew", stacklevel=2)
-    train = previous.get("train") or {"steps": int(state["step"])}
+    train = previous.get("train") or {}
     coupling = train.get("coupling") or batch_sizes(config.train, 1).coupling
+    if train.get("steps") != run.step:  # trained on since (or never evaluated)
+        train = {"steps": run.step, "coupling": coupling}
     logger = run_logger(run_dir)
-    logger.info(f"eval {run_dir} at step {int(state['step'])} on {device}")
+    logger.info(f"eval {run_dir} at step {run.step} on {device}")
     metrics, samples = evaluate(pipeline, model, config, coupling, device, logger)
     metrics["train"] = train
     if overrides:
