@@ -139,7 +139,8 @@ def plot_metrics(path: Path, series: Mapping[str, Sequence[Mapping[str, Any]]]) 
     """Every metric against the NFE, one line per run (``series``: label -> rows) and fixed-step
     solver, the adaptive solver as a star at the NFE it used; log-scaled NFE. Returns False
     (and writes nothing) when there is no metric to plot."""
-    columns = metric_columns([r for rows in series.values() for r in rows])
+    rows = [r for rows in series.values() for r in rows]
+    columns = [c for c in metric_columns(rows) if not _constant(c, rows)]
     if not columns:
         return False
     width = min(len(columns), 3)
@@ -174,6 +175,13 @@ def plot_metrics(path: Path, series: Mapping[str, Sequence[Mapping[str, Any]]]) 
     fig.tight_layout()
     _save(fig, path)
     return True
+
+
+def _constant(column: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """A column with one value in every row (e.g. ``transport_cost.w2_squared``, a property
+    of the data): nothing to plot against NFE."""
+    values = {row[column] for row in rows if column in row}
+    return len(rows) > 1 and len(values) == 1
 
 
 def _positive_values(ax: Any) -> bool:
