@@ -164,3 +164,26 @@ def test_a_failing_metric_is_reported_and_the_rest_kept(capsys, tiny_config, tmp
 def test_eval_of_something_that_is_not_a_run(capsys, tmp_path) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_compare_of_image_runs_with_pixel_metrics(capsys, tiny_plugin, image_config, tmp_path):
+    # Images: consistency and fid on pixels, nll on dequantized pixels; no 2-D pictures.
+    runs = tmp_path / "runs"
+    metrics = (
+        'eval.metrics=["consistency", {name="fid", features="pixels"}, '
+        '{name="bpd", probes=1, batch_size=8}]'
+    )
+    args = ["compare", str(image_config), "coupler.name=independent,exact", metrics]
+    args += ["train.steps=4", "eval.num_samples=16", "--runs", str(runs), "--quiet"]
+    assert main(args) == 0
+    (directory,) = runs.iterdir()
+    results = json.loads((directory / "comparison.json").read_text())["runs"]
+    for metrics_json in results.values():
+        assert "errors" not in metrics_json
+        for row in metrics_json["samples"]:
+            assert row["consistency"] >= 0 and row["fid"] > 0
+            assert 4 < row["bpd"] < 40  # bits per 8-bit sub-pixel of a barely trained model
+    assert (directory / "metrics.png").is_file()
+    assert not (directory / "trajectories.png").exists()
+    table = (directory / "comparison.md").read_text()
+    assert "## fid" in table and "## bpd" in table
