@@ -72,11 +72,11 @@ def generate(
 ) -> SolveResult:
     """Integrate ``noise`` (on the CPU) in batches of ``batch_size`` (default: all at once) on
     ``device``; ``x1`` comes back on the CPU. ``nfe``: the mean over batches (an adaptive
-    solver may take different steps for each)."""
+    solver may take different steps for each). With ``trajectory``, the batches' trajectories
+    (on the CPU) are joined along the sample axis; they share their times (a fixed-step grid,
+    or the adaptive solver's evenly spaced output times)."""
     batch_size = batch_size or len(noise)
-    if trajectory and batch_size < len(noise):
-        raise ValueError("a trajectory is only kept for a single batch")
-    outputs, nfes, result = [], [], None
+    outputs, nfes, paths, result = [], [], [], None
     for start in range(0, len(noise), batch_size):
         part = noise[start : start + batch_size].to(device)
         part_labels = None if labels is None else labels[start : start + batch_size].to(device)
@@ -84,11 +84,13 @@ def generate(
         result = solver(field, part, return_trajectory=trajectory)
         outputs.append(result.x1.float().cpu())
         nfes.append(result.nfe)
+        if trajectory:
+            paths.append(result.trajectory.float().cpu())
     return SolveResult(
         x1=torch.cat(outputs),
         nfe=round(sum(nfes) / len(nfes)),
-        trajectory=result.trajectory,
-        times=result.times,
+        trajectory=torch.cat(paths, dim=1) if trajectory else None,
+        times=None if result.times is None else result.times.cpu(),
     )
 
 
@@ -221,7 +223,6 @@ def evaluate(
         labels: torch.Tensor | None = None,
         trajectory: bool = False,
     ) -> SolveResult:
-        batch = None if trajectory else settings.batch_size
         return generate(
             solver,
             model,
@@ -229,7 +230,7 @@ def evaluate(
             device,
             labels=labels,
             guidance=settings.guidance,
-            batch_size=batch,
+            batch_size=settings.batch_size,
             dtype=dtype,
             trajectory=trajectory,
         )

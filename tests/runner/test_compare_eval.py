@@ -187,3 +187,24 @@ def test_compare_of_image_runs_with_pixel_metrics(capsys, tiny_plugin, image_con
     assert not (directory / "trajectories.png").exists()
     table = (directory / "comparison.md").read_text()
     assert "## fid" in table and "## bpd" in table
+
+
+def test_metrics_that_re_solve_follow_the_eval_batches(tiny_config, tmp_path) -> None:
+    # straightness and consistency solve again (with a trajectory); in batches of 7 they give
+    # what one batch gives, for fixed-step solvers.
+    runs = tmp_path / "runs"
+    assert main(["run", str(tiny_config), *CHEAP, "--runs", str(runs), "--quiet"]) == 0
+    (run_dir,) = runs.iterdir()
+    solvers = 'eval.solvers=[{name="euler",steps=1},{name="midpoint",steps=3}]'
+    # The accurate solve of consistency is adaptive: tight enough not to depend on the batch.
+    chosen = (
+        'eval.metrics=["straightness",'
+        '{name="consistency",reference_atol=1e-9,reference_rtol=1e-9}]'
+    )
+    rows = []
+    for batch in ("eval.batch_size=7", "eval.batch_size=1000"):
+        assert main(["eval", str(run_dir), solvers, chosen, batch]) == 0
+        rows.append(json.loads((run_dir / "metrics.json").read_text())["samples"])
+    for batched, whole in zip(*rows, strict=True):
+        for key in ("straightness", "consistency"):
+            assert batched[key] == pytest.approx(whole[key], rel=1e-4)
