@@ -39,7 +39,9 @@ def setting(row: Mapping[str, Any]) -> str:
 
 
 def fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
+    if value is None:  # a failed metric (NaN, written as null)
+        return "n/a"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return str(value)

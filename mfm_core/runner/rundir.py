@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,20 @@ def write_config(run_dir: Path, data: dict[str, Any]) -> None:
     atomic_write(run_dir / CONFIG_FILE, lambda handle: handle.write(text))
 
 
+def _finite(value: Any) -> Any:
+    """``data`` with NaN and infinities as ``null``: strict JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    text = (json.dumps(data, indent=2) + "\n").encode()
+    """``data`` as indented, strict JSON (non-finite numbers become ``null``)."""
+    text = (json.dumps(_finite(data), indent=2, allow_nan=False) + "\n").encode()
     atomic_write(path, lambda handle: handle.write(text))
 
 
