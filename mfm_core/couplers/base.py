@@ -15,6 +15,26 @@ from mfm_core.schema import InvalidValue
 Scope = Literal["local", "global"]
 
 
+def check_inputs(x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> None:
+    """A coupler's inputs: k >= 1 samples of one shape on each side, one label per sample.
+    Raises ``ValueError`` saying what does not fit."""
+    if x0.dim() == 0 or x1.dim() == 0 or len(x0) != len(x1) or len(x0) == 0:
+        raise ValueError(
+            "x0 and x1 must hold the same positive number of samples, got shapes "
+            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    if x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            "x0 and x1 must have the same per-sample shape, got shapes "
+            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    if cond is not None and (cond.dim() != 1 or len(cond) != len(x1)):
+        raise ValueError(
+            f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
+            f"for {len(x1)} samples"
+        )
+
+
 class PairCoupler(abc.ABC):
     """Base of couplers that choose index pairs ``(i, j)`` inside one minibatch.
 
@@ -66,21 +86,7 @@ class PairCoupler(abc.ABC):
     def __call__(
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
     ) -> Coupling:
-        if x0.dim() == 0 or x1.dim() == 0 or len(x0) != len(x1) or len(x0) == 0:
-            raise ValueError(
-                "x0 and x1 must hold the same positive number of samples, got shapes "
-                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
-            )
-        if x0.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                "x0 and x1 must have the same per-sample shape, got shapes "
-                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
-            )
-        if cond is not None and (cond.dim() != 1 or len(cond) != len(x1)):
-            raise ValueError(
-                f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
-                f"for {len(x1)} samples"
-            )
+        check_inputs(x0, x1, cond)
         if self.scope == "global" and dist.is_available() and dist.is_initialized():
             return self._couple_global(x0, x1, cond)
         return self._couple(x0, x1, cond)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from mfm_core.config import Component, load_config
+from mfm_core.couplers.base import check_inputs
 from mfm_core.errors import MfmError
 from mfm_core.protocols import Coupling, Solver
 from mfm_core.registry import get_registry
@@ -70,21 +71,7 @@ class ReflowCoupler:
     def __call__(
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
     ) -> Coupling:
-        if x0.dim() == 0 or x1.dim() == 0 or len(x0) != len(x1) or len(x0) == 0:
-            raise ValueError(
-                "x0 and x1 must hold the same positive number of samples, got shapes "
-                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
-            )
-        if x0.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                "x0 and x1 must have the same per-sample shape, got shapes "
-                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
-            )
-        if cond is not None and (cond.dim() != 1 or len(cond) != len(x0)):
-            raise ValueError(
-                f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
-                f"for {len(x0)} samples"
-            )
+        check_inputs(x0, x1, cond)
         if self._teacher is None:
             self._teacher = _Teacher(self.run, x0.device)
         teacher = self._teacher

@@ -17,10 +17,13 @@ _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then
-    rename it over ``path``: readers see the old file or the new one, never half of one."""
+    rename it over ``path``: readers see the old file or the new one, never half of one.
+    The file gets the permissions of any new file (``0o666`` less the umask), not the
+    owner-only ones of a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -29,6 +32,12 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:

@@ -187,9 +187,12 @@ def _constant(column: str, rows: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def _positive_values(ax: Any) -> bool:
-    """Log-scale a panel whose values are positive and span more than a factor of 20."""
+    """Log-scale a panel whose values are non-negative and whose positive values span more
+    than a factor of 20 (zeros, e.g. the consistency of the reference solver with itself,
+    are then left off the panel)."""
     values = np.concatenate([line.get_ydata() for line in ax.get_lines()] or [np.zeros(0)])
-    return len(values) > 0 and values.min() > 0 and values.max() / values.min() > 20
+    positive = values[values > 0]
+    return len(positive) > 1 and values.min() >= 0 and positive.max() / positive.min() > 20
 
 
 def _save(fig: Any, path: Path) -> None:

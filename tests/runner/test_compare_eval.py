@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,15 @@ def test_metrics_that_re_solve_follow_the_eval_batches(tiny_config, tmp_path) ->
     for batched, whole in zip(*rows, strict=True):
         for key in ("straightness", "consistency"):
             assert batched[key] == pytest.approx(whole[key], rel=1e-4)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path) -> None:
+    # Temporary files are owner-only; what atomic_write leaves must not be.
+    from mfm_core.runner.checkpoint import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", lambda handle: handle.write(b"{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
