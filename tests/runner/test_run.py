@@ -30,9 +30,10 @@ def test_run_directory_holds_config_log_checkpoints_metrics_and_pictures(tiny_co
     assert run_dir.name == "00000-tiny"
     for name in ("config.toml", "log.jsonl", "run.log", "metrics.json"):
         assert (run_dir / name).is_file(), name
-    for name in ("samples.png", "trajectories.png", "loss.png"):
+    for name in ("samples.png", "trajectories.png", "loss.png", "metrics.png"):
         assert (run_dir / name).stat().st_size > 1000, name
     assert "ema = 0.9" in (run_dir / "config.toml").read_text()
+    assert "| rk4 2 | 8 |" in (run_dir / "metrics.md").read_text()
     assert [step for step, _ in losses(run_dir)] == list(range(1, 41))
     assert [step for step, _ in list_checkpoints(run_dir / "checkpoints")] == [40, 30]
 
@@ -43,8 +44,13 @@ def test_run_directory_holds_config_log_checkpoints_metrics_and_pictures(tiny_co
             "generated_2",
             "noise",
             "reference",
+            "trajectory",
+            "trajectory_nfe",
         ]
-        assert all(saved[name].shape == (100, 2) for name in saved.files)
+        assert all(saved[name].shape == (100, 2) for name in saved.files if "traj" not in name)
+        # eval.trajectories = 20 paths of the top-level solver (euler, 4 steps): 5 points each
+        assert saved["trajectory"].shape == (5, 20, 2)
+        assert int(saved["trajectory_nfe"]) == 4
         from mfm_core.metrics.w2 import w2_distance
 
         w2_of_rk4 = w2_distance(
