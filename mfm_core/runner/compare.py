@@ -25,7 +25,7 @@ import numpy as np
 
 from mfm_core.config import parse_override
 from mfm_core.errors import ConfigError
-from mfm_core.runner import report
+from mfm_core.runner import plots, report
 from mfm_core.runner.checkpoint import atomic_write, list_checkpoints
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
@@ -182,10 +182,10 @@ def write_comparison(directory: Path, command: str, variants: list[Variant]) -> 
     text = report.compare_markdown(title, results, command).encode()
     atomic_write(directory / TABLE_FILE, lambda handle: handle.write(text))
     write_json(directory / RESULTS_FILE, {"command": command, "runs": results})
-    report.plot_metrics(
+    plots.plot_metrics(
         directory / report.PLOT_FILE, {k: m.get("samples", []) for k, m in results.items()}
     )
-    report.plot_losses(
+    plots.plot_losses(
         directory / "loss.png", {v.label: read_log(directory / v.directory) for v in variants}
     )
     _plot_2d(directory, variants, results)
@@ -213,6 +213,6 @@ def _plot_2d(directory: Path, variants: list[Variant], results: dict[str, Any]) 
                 trajectories[variant.label] = arrays["trajectory"]
                 titles[variant.label] = f"{variant.label} (NFE {int(arrays['trajectory_nfe'])})"
     if trajectories:
-        report.plot_trajectories_side_by_side(directory / "trajectories.png", trajectories, titles)
+        plots.plot_trajectories_side_by_side(directory / "trajectories.png", trajectories, titles)
     if samples and reference is not None:
-        report.plot_sample_grid(directory / "samples.png", reference, samples)
+        plots.plot_sample_grid(directory / "samples.png", reference, samples)

@@ -206,13 +206,6 @@ def evaluate(
     loss = final_loss(
         pipeline, model, loss_batch_size, settings.loss_batches, loss_generator, device
     )
-    options = {
-        "labels": inputs.labels,
-        "guidance": settings.guidance,
-        "batch_size": settings.batch_size,
-        "dtype": dtype,
-    }
-
     def make_field(labels: torch.Tensor | None) -> Field:
         labels = None if labels is None else labels.to(device)
         return model_field(model, labels, settings.guidance, dtype)
@@ -258,7 +251,7 @@ def evaluate(
     }
     rows, generated, run_level, errors = [], [], {}, {}
     for solver in pipeline.eval_solvers:
-        result = generate(solver, model, inputs.noise, device, **options)
+        result = resolve(solver, inputs.noise, inputs.labels)
         context = EvalContext(generated=result.x1, solve=result, solver=solver, **shared)
         row: dict[str, Any] = {**solver.describe(), "nfe": result.nfe}
         for name, metric in pipeline.metrics.items():
@@ -278,8 +271,7 @@ def evaluate(
     if settings.trajectories and not image:
         noise = inputs.noise[: settings.trajectories]
         some = None if inputs.labels is None else inputs.labels[: settings.trajectories]
-        options = {**options, "labels": some, "batch_size": None}
-        path = generate(pipeline.solver, model, noise, device, **options, trajectory=True)
+        path = resolve(pipeline.solver, noise, some, trajectory=True)
     metrics: dict[str, Any] = {"final_loss": loss, "samples": rows}
     if run_level:
         metrics["run"] = {k: v for values in run_level.values() for k, v in values.items()}
