@@ -153,6 +153,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fid_stats(args: argparse.Namespace) -> int:
+    from mfm_core.runner.statistics import fid_statistics
+
+    count = fid_statistics(
+        args.config,
+        list(args.overrides),
+        args.out,
+        num=args.num,
+        features=args.features,
+        batch=args.batch,
+        seed=args.seed,
+    )
+    print(f"wrote {args.out}: mu and sigma of {count} samples")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mfm", description="Multisample Flow Matching: train, sample and inspect flows."
@@ -207,6 +223,27 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_common(compare)
     compare.set_defaults(func=_cmd_compare)
+
+    stats = sub.add_parser(
+        "fid-stats",
+        help="write FID reference statistics (mu, sigma) of a config's target data set",
+    )
+    stats.add_argument("config", type=Path)
+    stats.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=...")
+    stats.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    stats.add_argument(
+        "--num", type=int, help="at most this many samples (default: the whole data set)"
+    )
+    stats.add_argument(
+        "--features",
+        metavar="SPEC",
+        help="the feature map, a name or a TOML table (default: the config's fid features, "
+        "else inception)",
+    )
+    stats.add_argument("--batch", type=int, default=500, help="samples per forward pass (500)")
+    stats.add_argument("--seed", type=int, default=0, help="seed for a generated data set (0)")
+    _add_common(stats)
+    stats.set_defaults(func=_cmd_fid_stats)
 
     sample = sub.add_parser("sample", help="sample from a run's latest checkpoint")
     sample.add_argument("run_dir", type=Path)
