@@ -99,13 +99,14 @@ class _Teacher:
     def __init__(self, run: Path, device: torch.device) -> None:
         # The runner's modules bring torch.distributed, plotting and the data loaders: import
         # them when a reflow coupler is first used, not with every coupler.
-        from mfm_core.runner.run import load_trained
+        from mfm_core.runner.run import load_run
         from mfm_core.runner.train import is_conditional
 
         # Building the teacher seeds the global RNG (for a model's initial weights, which the
         # checkpoint then replaces): leave the training run's random state as it was.
         with torch.random.fork_rng(devices=[]):
-            config, pipeline, model = load_trained(run, device=device)
+            trained = load_run(run, device=device)
+        config, pipeline, model = trained.config, trained.pipeline, trained.model
         self.model = model
         self.shape = tuple(pipeline.target.shape)
         self.conditional = is_conditional(model)

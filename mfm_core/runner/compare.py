@@ -27,6 +27,7 @@ from mfm_core.config import parse_override
 from mfm_core.errors import ConfigError
 from mfm_core.runner import plots, report
 from mfm_core.runner.checkpoint import atomic_write, list_checkpoints
+from mfm_core.runner.run import resume_run, start_run, validate_config
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
     METRICS_FILE,
@@ -121,7 +122,7 @@ def start_compare(
     _, variants = plan_variants(list(overrides))
     for variant in variants:  # every config error before any training
         try:
-            _check_variant(config_path, variant)
+            validate_config(config_path, variant.overrides)
         except ConfigError as exc:
             raise ConfigError(f"variant {variant.label!r}: {exc}") from None
     directory = create_run_dir(runs_root, f"compare-{config_path.stem}")
@@ -141,12 +142,6 @@ def resume_compare(directory: Path, progress: bool = True) -> Path:
     return _run_all(directory, progress)
 
 
-def _check_variant(config_path: Path, variant: Variant) -> None:
-    from mfm_core.runner.run import validate_config
-
-    validate_config(config_path, variant.overrides)
-
-
 def _read_plan(directory: Path) -> tuple[str, list[Variant]]:
     try:
         plan = json.loads((directory / PLAN_FILE).read_text())
@@ -156,8 +151,6 @@ def _read_plan(directory: Path) -> tuple[str, list[Variant]]:
 
 
 def _run_all(directory: Path, progress: bool) -> Path:
-    from mfm_core.runner.run import resume_run, start_run
-
     command, variants = _read_plan(directory)
     for variant in variants:
         run_dir = directory / variant.directory

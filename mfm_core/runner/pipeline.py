@@ -44,7 +44,7 @@ def _build(registry: Registry, kind: str, spec: Component, where: str, **provide
     return registry.create(kind, spec.name, spec.params, path=where, provided=provided)
 
 
-def _build_dataset(registry: Registry, spec: Component, where: str, root: str | None) -> Any:
+def build_dataset(registry: Registry, spec: Component, where: str, root: str | None) -> Any:
     """A data set; ``data.root`` goes to a factory that takes ``root`` when the data set's
     own table does not set it (the table wins)."""
     parameter = inspect.signature(registry.get("dataset", spec.name, where).factory).parameters
@@ -90,8 +90,8 @@ def default_metrics(shape: tuple[int, ...]) -> list[Component]:
 def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline:
     """Build every component of ``config``; any problem is a ConfigError naming its key."""
     registry = registry or get_registry()
-    source = _build_dataset(registry, config.data.source, "$.data.source", config.data.root)
-    target = _build_dataset(registry, config.data.target, "$.data.target", config.data.root)
+    source = build_dataset(registry, config.data.source, "$.data.source", config.data.root)
+    target = build_dataset(registry, config.data.target, "$.data.target", config.data.root)
     if tuple(source.shape) != tuple(target.shape):
         raise ConfigError(
             f"$.data.source: samples of shape {tuple(source.shape)} do not match the target's "

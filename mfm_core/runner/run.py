@@ -307,14 +307,6 @@ def load_run(
     return Trained(config=config, pipeline=pipeline, model=model, step=int(state["step"]))
 
 
-def load_trained(
-    run_dir: Path, overrides: Sequence[str] = (), device: torch.device | None = None
-) -> tuple[Config, Pipeline, torch.nn.Module]:
-    """``(config, pipeline, model)`` of :func:`load_run`."""
-    run = load_run(run_dir, overrides, device)
-    return run.config, run.pipeline, run.model
-
-
 @attrs.frozen(kw_only=True)
 class Sampled:
     """What ``mfm sample`` wrote: ``path`` (a file, or a directory of PNG files) and the
@@ -364,7 +356,8 @@ def sample_run(
         raise ConfigError(f"--num must be positive, got {num}")
     if batch is not None and batch <= 0:
         raise ConfigError(f"--batch must be positive, got {batch}")
-    config, pipeline, model = load_trained(run_dir, overrides)
+    run = load_run(run_dir, overrides)
+    config, pipeline, model = run.config, run.pipeline, run.model
     image = images.is_image_shape(tuple(pipeline.target.shape))
     fmt = _sample_format(out, fmt, image)
     device = resolve_device(config.train.device)

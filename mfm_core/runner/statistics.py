@@ -18,7 +18,7 @@ from mfm_core.errors import ConfigError
 from mfm_core.registry import get_registry
 from mfm_core.runner.checkpoint import atomic_write
 from mfm_core.runner.data import is_indexed
-from mfm_core.runner.pipeline import _build_dataset
+from mfm_core.runner.pipeline import build_dataset
 from mfm_core.schema import converter
 
 
@@ -85,7 +85,7 @@ def fid_statistics(
         raise ConfigError(f"--num must be at least 2, got {num}")
     config = load_config(config_path, overrides)
     registry = get_registry()
-    target = _build_dataset(registry, config.data.target, "$.data.target", config.data.root)
+    target = build_dataset(registry, config.data.target, "$.data.target", config.data.root)
     spec, where = _feature_spec(config, features)
     feature_map = registry.create("feature_map", spec.name, spec.params, path=where)
     statistics = RunningStatistics()

@@ -14,7 +14,7 @@ from mfm_core.errors import ConfigError
 from mfm_core.metrics.w2 import w2_distance
 from mfm_core.registry import get_registry
 from mfm_core.runner.evaluate import generate
-from mfm_core.runner.run import load_trained, resume_run, start_run
+from mfm_core.runner.run import load_run, resume_run, start_run
 from mfm_core.runner.rundir import read_log
 from mfm_core.testing import check_coupler
 
@@ -74,7 +74,7 @@ def test_pairs_are_the_noise_and_the_teachers_solution(teacher: Path) -> None:
     coupling = coupler(x0, x1)
     paired_x0, paired_x1, paired_cond = coupling.pairs(x0, x1)
 
-    _, _, model = load_trained(teacher, device=CPU)
+    model = load_run(teacher, device=CPU).model
     expected = generate(create("solver", "euler", steps=8), model, x0, CPU).x1
     assert torch.equal(paired_x0, x0) and paired_cond is None
     torch.testing.assert_close(paired_x1, expected)
@@ -163,8 +163,8 @@ def test_reflow_straightens_the_flow(teacher: Path, tmp_path: Path) -> None:
     overrides = ["coupler.name=reflow", f"coupler.run={teacher}", "train.steps=200"]
     student_dir = start_run(config, overrides, tmp_path / "runs", progress=False)
 
-    _, _, teacher_model = load_trained(teacher, device=CPU)
-    _, _, student_model = load_trained(student_dir, device=CPU)
+    teacher_model = load_run(teacher, device=CPU).model
+    student_model = load_run(student_dir, device=CPU).model
     noise = _noise(400, seed=5)
     accurate = generate(create("solver", "rk4", steps=16), teacher_model, noise, CPU).x1
     one_step = create("solver", "euler", steps=1)
