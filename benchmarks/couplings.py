@@ -140,15 +140,20 @@ def main() -> None:
     args = parser.parse_args()
     # reflow pairs noise with a trained run's samples (it needs a run): not a minibatch coupling.
     couplers = args.couplers or [n for n in get_registry().names("coupler") if n != "reflow"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; POT: "
-          f"{ot.__version__ if ot else 'not installed'}; couplers: {', '.join(couplers)}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; POT: "
+        f"{ot.__version__ if ot else 'not installed'}; couplers: {', '.join(couplers)}"
+    )
     print("| k | d | method | ms | cost / exact |")
     print("|---:|---:|---|---:|---:|")
     for k in args.ks:
         for d in args.dims:
             for row in bench(k, d, args.repeats if k <= 1024 else 1, couplers, args.budget):
-                print(f"| {row['k']} | {row['d']} | {row['method']} | {row['ms']:.1f} | "
-                      f"{row['ratio']:.3f} |", flush=True)
+                print(
+                    f"| {row['k']} | {row['d']} | {row['method']} | {row['ms']:.1f} | "
+                    f"{row['ratio']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -161,7 +161,10 @@ def check_coupler(
         gathers = gathers or first.gathered is not None
 
     single = _check_result(
-        coupler, coupler(torch.randn(1, 2).to(device), torch.randn(1, 2).to(device)), 1, device,
+        coupler,
+        coupler(torch.randn(1, 2).to(device), torch.randn(1, 2).to(device)),
+        1,
+        device,
         "a batch of one sample",
     )
     if not (single.i == 0).all() or not (single.j == 0).all():

@@ -91,9 +91,7 @@ class PairCoupler(abc.ABC):
             return self._couple_global(x0, x1, cond)
         return self._couple(x0, x1, cond)
 
-    def _couple(
-        self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None
-    ) -> Coupling:
+    def _couple(self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> Coupling:
         costs = None if self.cost is None else cost_matrix(x0, x1, self.cost)
         if costs is not None and self.solves_on_host:
             costs = costs.cpu()

@@ -9,8 +9,7 @@ def check_shape(x: torch.Tensor, data_shape: tuple[int, ...]) -> None:
     """Raise ``ValueError`` unless ``x`` is a batch of samples of shape ``data_shape``."""
     if tuple(x.shape[1:]) != data_shape:
         raise ValueError(
-            f"expected x of shape (batch, {', '.join(map(str, data_shape))}), "
-            f"got {tuple(x.shape)}"
+            f"expected x of shape (batch, {', '.join(map(str, data_shape))}), got {tuple(x.shape)}"
         )
 
 

@@ -206,6 +206,7 @@ def evaluate(
     loss = final_loss(
         pipeline, model, loss_batch_size, settings.loss_batches, loss_generator, device
     )
+
     def make_field(labels: torch.Tensor | None) -> Field:
         labels = None if labels is None else labels.to(device)
         return model_field(model, labels, settings.guidance, dtype)

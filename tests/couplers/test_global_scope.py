@@ -22,9 +22,7 @@ def _batch(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD
-    )
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         results = {}
         for name in ("exact", "stable", "heuristic", "independent"):

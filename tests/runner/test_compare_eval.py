@@ -99,9 +99,10 @@ def test_compare_writes_a_side_by_side_report(capsys, tiny_config, tmp_path) -> 
             assert row["nfe"] > 0 and np.isfinite(row["w2"]) and np.isfinite(row["nll"])
             assert row["transport_cost.ratio"] > 0
     # The same seeds: both runs start from the same noise and evaluate on the same data.
-    with np.load(directory / "independent/samples.npz") as a, np.load(
-        directory / "exact/samples.npz"
-    ) as b:
+    with (
+        np.load(directory / "independent/samples.npz") as a,
+        np.load(directory / "exact/samples.npz") as b,
+    ):
         assert np.array_equal(a["noise"], b["noise"])
         assert np.array_equal(a["reference"], b["reference"])
         assert not np.array_equal(a["generated_0"], b["generated_0"])
@@ -204,8 +205,7 @@ def test_metrics_that_re_solve_follow_the_eval_batches(tiny_config, tmp_path) ->
     solvers = 'eval.solvers=[{name="euler",steps=1},{name="midpoint",steps=3}]'
     # The accurate solve of consistency is adaptive: tight enough not to depend on the batch.
     chosen = (
-        'eval.metrics=["straightness",'
-        '{name="consistency",reference_atol=1e-9,reference_rtol=1e-9}]'
+        'eval.metrics=["straightness",{name="consistency",reference_atol=1e-9,reference_rtol=1e-9}]'
     )
     rows = []
     for batch in ("eval.batch_size=7", "eval.batch_size=1000"):

@@ -104,8 +104,13 @@ def test_global_scope_couples_across_processes_and_resumes_exactly(
     run_dir = tmp_path / "a" / "00000-tinyimg"
     assert "coupled 8 (all processes together) at a time" in (run_dir / "run.log").read_text()
     part = torchrun(
-        plugin_env, str(image_config), *overrides, "train.steps=2", "train.checkpoint_every=2",
-        "--runs", str(tmp_path / "b"),
+        plugin_env,
+        str(image_config),
+        *overrides,
+        "train.steps=2",
+        "train.checkpoint_every=2",
+        "--runs",
+        str(tmp_path / "b"),
     )
     assert part.returncode == 0, part.stderr
     part_dir = tmp_path / "b" / "00000-tinyimg"
