@@ -1,23 +1,32 @@
-"""Time per coupling of every installed minibatch coupler (all but reflow), next to scipy and POT.
+"""Time per coupling: `exact` against scipy and POT's network simplex, and the other couplers.
 
     python benchmarks/couplings.py                      # k in 64 256 1024 4096, d in 2 3072
     python benchmarks/couplings.py --ks 64 256 --dims 2 --repeats 5
+    python benchmarks/couplings.py --ks 256 1024 --others stable heuristic sinkhorn
 
-For each batch size k and dimension d: noise x0 ~ N(0, I) and data x1 (a shifted, scaled
-Gaussian) of k samples each; every coupler is timed on the same tensors, including its cost
-matrix. Reference rows: "scipy lsa + cost" (mfm's cost matrix, then
-scipy.optimize.linear_sum_assignment: what `exact` must stay close to), and, when POT is
-installed, "pot emd" and "pot sinkhorn" (POT's cost computation with ot.dist, then the
-solver, at the same epsilon as mfm's sinkhorn and a stopping threshold giving the same
-marginal-error guarantee). "cost / exact" is the mean
-cost of the chosen pairs relative to the exact assignment (1.0 is optimal; for plans, the
-cost of the pairs drawn). Times are the median of --repeats runs (more for fast calls) after
-one warm-up run.
+For each data set (noise x0 ~ N(0, I) to "checkerboard": d/2 independent 2-D checkerboards
+side by side, and to "gaussian": 0.5 N(0, I) + 1), batch size k and dimension d, every method
+runs on the same tensors, its cost matrix included:
+
+- "scipy": mfm's cost matrix, then scipy.optimize.linear_sum_assignment;
+- "emd": mfm's cost matrix in float64, then POT's network simplex ot.emd (what TorchCFM's
+  OT-CFM uses), with its iteration cap raised so that it reaches the optimum;
+- "exact": mfm's `exact` coupler with its default backend ("auto"), whose choice is printed;
+- each coupler named by --others, and "pot sinkhorn" (POT's ot.sinkhorn at the same epsilon
+  as mfm's sinkhorn and the same marginal-error guarantee), with the mean cost of its pairs
+  relative to the optimum.
+
+The machine may be shared: within a cell the methods' repeats are interleaved (one run of
+each, in a shuffled order, per round) and each time is the median over the rounds, so load
+that comes and goes falls on every method alike. A call faster than a second gets one
+warm-up run first; rounds continue until --repeats and until the cell has run half a second.
+"exact / faster" is exact's median over the faster of scipy's and emd's.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -27,11 +36,13 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from mfm_core import get_registry
-from mfm_core.couplers import cost_matrix
+from mfm_core.couplers import ExactCoupler, cost_matrix
+from mfm_core.couplers.exact import EMD_MAX_ITER, choose_backend
+from mfm_core.datasets.toy2d import Checkerboard
 
 try:
     import ot
-except ImportError:  # POT is optional: its rows are left out
+except ImportError:  # POT is optional: the emd column and the POT rows are left out
     ot = None
 
 # Sinkhorn settings shared by mfm's plugin and POT's reference run.
@@ -39,25 +50,50 @@ SINKHORN_REG = 0.05  # relative to the mean cost
 SINKHORN_TOL = 1e-4
 SINKHORN_MAX_ITER = 1000
 
+DATA = ("checkerboard", "gaussian")
 
-def _time(function: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """The median time of at least ``repeats`` runs, and of more while they total under
-    half a second (fast calls are noisy), after one warm-up run."""
-    result = function()  # warm-up (and the result whose quality is reported)
-    times: list[float] = []
-    while len(times) < repeats or (sum(times) < 0.5 and len(times) < 200):
+Pairs = tuple[np.ndarray, np.ndarray]
+
+
+def samples(data: str, k: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise x0 (k, d) and data x1 (k, d); checkerboard data need an even d (or d = 2)."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(k, d, generator=gen)
+    if data == "checkerboard":
+        x1 = Checkerboard().sample(k * d // 2, gen).reshape(k, d)
+    else:
+        x1 = 0.5 * torch.randn(k, d, generator=gen) + 1.0
+    return x0, x1
+
+
+def interleaved_medians(
+    methods: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.5
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds of each method over rounds that run every method once in a shuffled
+    order, and each method's first result."""
+    results, times = {}, {name: [] for name in methods}
+    for name, function in methods.items():
         start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        results[name] = function()
+        first = time.perf_counter() - start
+        if first > 1.0:  # a slow call needs no warm-up: its first run counts
+            times[name].append(first)
+    order = list(methods)
+    shuffle = random.Random(0).shuffle
+    rounds = 0
+    while rounds < repeats or (sum(sum(t) for t in times.values()) < min_seconds and rounds < 200):
+        shuffle(order)
+        for name in order:
+            if len(times[name]) > rounds:
+                continue  # its first run was this round
+            start = time.perf_counter()
+            methods[name]()
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
-def _pair_cost(costs: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray]) -> float:
-    i, j = pairs
-    return float(costs[torch.as_tensor(i), torch.as_tensor(j)].mean())
-
-
-def _plan_pairs(plan: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _plan_pairs(plan: np.ndarray, rng: np.random.Generator) -> Pairs:
     """Rows kept, one column per row drawn from the plan (what mfm's sinkhorn does)."""
     rows = plan / plan.sum(axis=1, keepdims=True)
     cumulative = rows.cumsum(axis=1)
@@ -66,94 +102,115 @@ def _plan_pairs(plan: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return np.arange(len(plan)), j
 
 
-def bench(k: int, d: int, repeats: int, couplers: list[str], budget: float) -> list[dict]:
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(k, d, generator=gen)
-    x1 = 0.5 * torch.randn(k, d, generator=gen) + 1.0
-    costs = cost_matrix(x0, x1)
-    rows: list[dict] = []
+def exact_methods(x0: torch.Tensor, x1: torch.Tensor) -> dict[str, Callable[[], Pairs]]:
+    k = len(x0)
+    weights = np.full(k, 1.0 / k)
+    coupler = ExactCoupler()
+    methods = {
+        "scipy": lambda: linear_sum_assignment(cost_matrix(x0, x1).numpy()),
+        "exact": lambda: (lambda c: (c.i.numpy(), c.j.numpy()))(coupler(x0, x1)),
+    }
+    if ot is not None:
+        methods["emd"] = lambda: np.nonzero(
+            ot.emd(
+                weights,
+                weights,
+                cost_matrix(x0, x1).double().numpy(),
+                numItermax=EMD_MAX_ITER,
+            )
+        )
+    return methods
 
-    def add(method: str, function: Callable[[], object], pairs: Callable[[object], tuple]):
-        seconds, result = _time(function, repeats)
-        cost = _pair_cost(costs, pairs(result))
-        rows.append({"k": k, "d": d, "method": method, "ms": 1e3 * seconds, "cost": cost})
 
-    add(
-        "scipy lsa + cost",
-        lambda: linear_sum_assignment(cost_matrix(x0, x1).numpy()),
-        lambda result: result,
-    )
+def other_methods(
+    x0: torch.Tensor, x1: torch.Tensor, names: list[str]
+) -> dict[str, Callable[[], Pairs]]:
+    methods: dict[str, Callable[[], Pairs]] = {}
     registry = get_registry()
-    for name in couplers:
+    for name in names:
         params = {}
         if name == "sinkhorn":
             params = {"reg": SINKHORN_REG, "tol": SINKHORN_TOL, "max_iter": SINKHORN_MAX_ITER}
         coupler = registry.create("coupler", name, params)
-        torch.manual_seed(0)
-        add(name, lambda coupler=coupler: coupler(x0, x1), lambda c: (c.i, c.j))
-        if rows[-1]["ms"] / 1e3 * (repeats + 1) > budget:
-            print(f"  ({name} took {rows[-1]['ms'] / 1e3:.1f} s at k={k}, d={d})", flush=True)
-    if ot is not None:
-        a = np.full(k, 1.0 / k)
+
+        def run(coupler=coupler) -> Pairs:
+            torch.manual_seed(0)
+            coupling = coupler(x0, x1)
+            return coupling.i.numpy(), coupling.j.numpy()
+
+        methods[name] = run
+    if ot is not None and "sinkhorn" in names:
+        k = len(x0)
+        weights = np.full(k, 1.0 / k)
         x0n, x1n = x0.double().numpy(), x1.double().numpy()
-        add(
-            "pot emd",
-            # POT's default cap of 1e5 iterations stops k = 4096 before the optimum.
-            lambda: ot.emd(a, a, ot.dist(x0n, x1n), numItermax=100_000_000),
-            lambda plan: (np.arange(k), plan.argmax(axis=1)),
-        )
-        rng = np.random.default_rng(0)
-        # POT's log-domain method is 20 to 100 times slower; at k = 4096 it would dominate.
-        for method in ("sinkhorn", "sinkhorn_log") if k < 4096 else ("sinkhorn",):
 
-            def pot_sinkhorn(method: str = method) -> np.ndarray:
-                cost = ot.dist(x0n, x1n)
-                return ot.sinkhorn(
-                    a,
-                    a,
-                    cost,
-                    reg=SINKHORN_REG * cost.mean(),
-                    method=method,
-                    # POT stops on the L2 error of one marginal, mfm on the L1 error of both;
-                    # L1 <= sqrt(k) L2, so this is the same guarantee.
-                    stopThr=SINKHORN_TOL / np.sqrt(k),
-                    numItermax=SINKHORN_MAX_ITER,
-                    warn=False,
-                )
+        def pot_sinkhorn() -> Pairs:
+            cost = ot.dist(x0n, x1n)
+            plan = ot.sinkhorn(
+                weights,
+                weights,
+                cost,
+                reg=SINKHORN_REG * cost.mean(),
+                # POT stops on the L2 error of one marginal, mfm on the L1 error of both;
+                # L1 <= sqrt(k) L2, so this is the same guarantee.
+                stopThr=SINKHORN_TOL / np.sqrt(k),
+                numItermax=SINKHORN_MAX_ITER,
+                warn=False,
+            )
+            return _plan_pairs(plan, np.random.default_rng(0))
 
-            add(f"pot {method}", pot_sinkhorn, lambda plan: _plan_pairs(plan, rng))
-    optimum = rows[0]["cost"]
-    for row in rows:
-        row["ratio"] = row["cost"] / optimum
-    return rows
+        methods["pot sinkhorn"] = pot_sinkhorn
+    return methods
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[64, 256, 1024, 4096])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3072])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", nargs="+", choices=DATA, default=list(DATA))
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per cell (k <= 1024)")
+    parser.add_argument("--large-repeats", type=int, default=3, help="rounds per cell (k > 1024)")
     parser.add_argument(
-        "--couplers", nargs="+", default=None, help="default: every installed one but reflow"
+        "--others", nargs="+", default=[], help="more couplers to time, e.g. stable sinkhorn"
     )
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds; slower rows are noted")
     args = parser.parse_args()
-    # reflow pairs noise with a trained run's samples (it needs a run): not a minibatch coupling.
-    couplers = args.couplers or [n for n in get_registry().names("coupler") if n != "reflow"]
+    if any(d % 2 and d != 2 for d in args.dims) and "checkerboard" in args.data:
+        parser.error("checkerboard data need even dimensions")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; POT: "
-        f"{ot.__version__ if ot else 'not installed'}; couplers: {', '.join(couplers)}"
+        f"{ot.__version__ if ot else 'not installed'}; medians of interleaved repeats"
     )
-    print("| k | d | method | ms | cost / exact |")
-    print("|---:|---:|---|---:|---:|")
-    for k in args.ks:
-        for d in args.dims:
-            for row in bench(k, d, args.repeats if k <= 1024 else 1, couplers, args.budget):
+    print("| data | k | d | scipy ms | emd ms | exact ms | exact / faster | auto |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    extra: list[str] = []
+    for data in args.data:
+        for k in args.ks:
+            for d in args.dims:
+                x0, x1 = samples(data, k, d)
+                methods = exact_methods(x0, x1)
+                methods.update(other_methods(x0, x1, args.others))
+                repeats = args.repeats if k <= 1024 else args.large_repeats
+                seconds, results = interleaved_medians(methods, repeats)
+                ms = {name: 1e3 * s for name, s in seconds.items()}
+                faster = min(ms["scipy"], ms.get("emd", float("inf")))
+                emd = f"{ms['emd']:.1f}" if "emd" in ms else "-"
                 print(
-                    f"| {row['k']} | {row['d']} | {row['method']} | {row['ms']:.1f} | "
-                    f"{row['ratio']:.3f} |",
+                    f"| {data} | {k} | {d} | {ms['scipy']:.1f} | {emd} | {ms['exact']:.1f} | "
+                    f"{ms['exact'] / faster:.2f} | {choose_backend(k, d)} |",
                     flush=True,
                 )
+                costs = cost_matrix(x0, x1).double().numpy()
+                optimum = costs[results["scipy"]].mean()
+                for name in methods:
+                    if name not in ("scipy", "emd", "exact"):
+                        ratio = float(costs[results[name]].mean() / optimum)
+                        extra.append(
+                            f"| {data} | {k} | {d} | {name} | {ms[name]:.1f} | {ratio:.3f} |"
+                        )
+    if extra:
+        print("\n| data | k | d | method | ms | cost / exact |")
+        print("|---|---:|---:|---|---:|---:|")
+        print("\n".join(extra))
 
 
 if __name__ == "__main__":

@@ -124,8 +124,13 @@ class GradVariance:
 
     Each minibatch is drawn and coupled as in training (the run's coupler, the coupling batch
     size), with ``t`` drawn per pair, so the figure compares couplers on equal terms. The
-    model is in eval mode (no dropout). Needs two float64 vectors of the parameter count.
-    Independent of the solver: computed once per evaluation.
+    model is in eval mode (no dropout). Independent of the solver: computed once per
+    evaluation.
+
+    Streamed so that it fits beside training: Welford's update runs one parameter tensor at a
+    time, keeping the running mean of the gradient in float32 (one value per parameter, on
+    the parameters' device) and only the sum over parameters of Welford's ``M2`` (a float64
+    scalar, since the metric is that sum); each tensor's update is computed in float64.
     """
 
     per_solver = False
@@ -139,24 +144,27 @@ class GradVariance:
         ctx.need("loss", "model")
         params = [p for p in ctx.model.parameters() if p.requires_grad]
         generator = torch.Generator().manual_seed(ctx.seed + 3)
-        mean = m2 = None
+        means: list[torch.Tensor] = []
+        m2 = torch.zeros((), dtype=torch.float64, device=params[0].device)
         with torch.enable_grad():
             for count in range(1, self.batches + 1):
                 loss = ctx.loss(generator)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-                flat = torch.cat(
-                    [
-                        (torch.zeros_like(p) if g is None else g).reshape(-1).double()
+                if count == 1:
+                    means = [
+                        torch.zeros_like(p, dtype=torch.float32) if g is None else g.float()
                         for g, p in zip(grads, params, strict=True)
                     ]
-                )
-                if mean is None:
-                    mean, m2 = flat.clone(), torch.zeros_like(flat)
                     continue
-                delta = flat - mean
-                mean += delta / count
-                m2 += delta * (flat - mean)
-        return float(m2.sum() / (self.batches - 1))
+                for mean, grad in zip(means, grads, strict=True):
+                    x = torch.zeros_like(mean, dtype=torch.float64) if grad is None else grad
+                    x = x.double()
+                    delta = x - mean
+                    updated = mean + delta / count
+                    m2 += (delta * (x - updated)).sum()
+                    mean.copy_(updated)
+                del grads
+        return float(m2 / (self.batches - 1))
 
 
 class Consistency:

@@ -216,6 +216,46 @@ def test_grad_variance_of_a_bias_is_the_same_for_every_permutation() -> None:
     assert values[0] == pytest.approx(values[1], rel=1e-6)
 
 
+def test_grad_variance_streamed_equals_the_two_pass_float64_value() -> None:
+    # The streamed float32 Welford update against the textbook two-pass variance of every
+    # batch's whole gradient in float64, on the same batches; one parameter is unused.
+    torch.manual_seed(3)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+            )
+            self.unused = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, x, t, cond=None):
+            return self.net(x)
+
+    model = Net()
+    loss = _loss_of(model, ExactCoupler(), 2, 64, 3.0)
+    ctx = context_for_field(
+        lambda x, t: x, EulerSolver(steps=1), _noise(), model=model, loss=loss, seed=4
+    )
+    batches = 12
+    generator = torch.Generator().manual_seed(4 + 3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for _ in range(batches):
+        grads = torch.autograd.grad(loss(generator), params, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(p) if g is None else g).double().reshape(-1)
+                    for g, p in zip(grads, params, strict=True)
+                ]
+            )
+        )
+    expected = float(torch.stack(rows).var(dim=0, unbiased=True).sum())
+    assert expected > 0
+    assert GradVariance(batches=batches)(ctx) == pytest.approx(expected, rel=1e-6)
+
+
 def test_grad_variance_needs_two_batches() -> None:
     with pytest.raises(Exception, match="batches: must be at least 2"):
         create("metric", "grad_variance", batches=1)
