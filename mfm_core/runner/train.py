@@ -208,6 +208,19 @@ class Trainer:
             if train.ema > 0 and dist.is_main
             else None
         )
+        # AveragedModel holds the EMA weights and their checkpoint format; the update is one
+        # fused lerp over tensor lists gathered once, without AveragedModel's per-step
+        # regrouping and its host synchronisations on ``n_averaged``.
+        if self.ema is not None:
+            self.ema_lists = tuple(
+                ([t.detach() for t in mine], [t.detach() for t in theirs])
+                for mine, theirs in (
+                    (self.ema.module.parameters(), self.model.parameters()),
+                    (self.ema.module.buffers(), self.model.buffers()),
+                )
+            )
+            self.ema_weight = 1.0 - train.ema
+            self.ema_started = False
         if dist.rank:  # the weights are initialised alike; dropout must differ per process
             torch.manual_seed(derived_seed(train.seed, TORCH_STREAM, dist.rank))
         seed = derived_seed(train.seed, TRAIN_STREAM, dist.rank)
@@ -290,6 +303,7 @@ class Trainer:
                     "set; resume without changing train.ema"
                 )
             load_weights(self.ema, state["ema"], self.run_dir)
+            self.ema_started = int(self.ema.n_averaged) > 0
         mine = state["ranks"][self.dist.rank]
         self.generator.set_state(mine["generator"])
         torch.set_rng_state(mine["torch_rng"])
@@ -390,9 +404,23 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self._update_ema()
         self.step += 1
         return total / accum
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """``ema <- ema + (1 - decay) (weights - ema)``; the first update copies the weights
+        and buffers are copied, as ``AveragedModel.update_parameters`` does."""
+        (ema_params, params), (ema_buffers, buffers) = self.ema_lists
+        if self.ema_started:
+            torch._foreach_lerp_(ema_params, params, self.ema_weight)
+        else:
+            torch._foreach_copy_(ema_params, params)
+            self.ema_started = True
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
+        self.ema.n_averaged += 1
 
     def train(
         self,
