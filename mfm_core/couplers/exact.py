@@ -15,7 +15,7 @@ from mfm_core.schema import InvalidValue
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["auto", "scipy", "emd"]
+Backend = Literal["auto", "scipy", "emd", "pot"]
 BACKENDS = ("auto", "scipy", "emd")
 _ALIASES = {"pot": "emd"}
 
