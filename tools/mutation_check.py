@@ -3,22 +3,26 @@
 A developer tool, not part of CI. Each mutation replaces one exact snippet of one source file
 (a sign flip, a mean instead of a root mean square, an off-by-one node, a missing square
 root, swapped arguments, a plain write instead of an atomic one), runs the tests that cover
-that file, and restores the file whatever happens. A mutation is "killed" when those tests
-fail, "survived" when they pass. Run from the repository root, in its environment::
+that file, and restores the file. A mutation is "killed" when those tests fail, "survived"
+when they pass. Run from the repository, in its environment::
 
     python tools/mutation_check.py            # every mutation
     python tools/mutation_check.py -k w2 -v   # those whose name contains "w2", with output
 
-The source files must be unmodified (``git diff`` clean) so that a restore is exact; a
-snippet that is no longer in its file is reported as "stale" (the list needs updating).
-Exit status: 0 when every mutation is killed, 1 otherwise.
+The mutations are planted in a scratch copy of the working tree (first on ``PYTHONPATH``), so
+the tree itself is never modified and can be worked on meanwhile. A snippet that is no
+longer in its file is reported as "stale" (the list needs updating). Exit status: 0 when
+every mutation is killed, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,27 +243,50 @@ MUTATIONS = (
 )
 
 
-def run(mutation: Mutation, verbose: bool, timeout: float) -> str:
-    """Apply ``mutation``, run its tests, restore the file: "killed", "survived" or "stale"."""
-    path = ROOT / mutation.path
+def run(mutation: Mutation, tree: Path, verbose: bool, timeout: float) -> str:
+    """Apply ``mutation`` in ``tree``, run its tests, restore the file: "killed", "survived"
+    or "stale"."""
+    path = tree / mutation.path
     source = path.read_text()
     if source.count(mutation.original) != 1:
         return "stale"
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
     command += list(mutation.tests)
+    path.write_text(source.replace(mutation.original, mutation.mutant))
     try:
-        path.write_text(source.replace(mutation.original, mutation.mutant))
-        try:
-            done = subprocess.run(
-                command, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return "killed (timeout)"
+        done = subprocess.run(
+            command, cwd=tree, env=_env(tree), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return "killed (timeout)"
     finally:
         path.write_text(source)
     if verbose:
         print(done.stdout[-2000:])
     return "survived" if done.returncode == 0 else "killed"
+
+
+def _env(tree: Path) -> dict[str, str]:
+    """The environment of the tests: the scratch copy's packages come first on the path, for
+    the tests and for the processes they start."""
+    paths = [str(tree), str(tree / "plugins" / "mfm-coupling-sinkhorn")]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _copy_tree(scratch: Path) -> Path:
+    """The working tree without version control, environments or caches."""
+    tree = scratch / "tree"
+    ignore = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.egg-info", "runs")
+    shutil.copytree(ROOT, tree, ignore=ignore)
+    probe = "import mfm_core, mfm_coupling_sinkhorn; print(mfm_core.__file__)"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tree, env=_env(tree), capture_output=True, text=True
+    )
+    if not found.stdout.startswith(str(tree)):
+        raise SystemExit(f"error: the scratch copy's mfm_core is not the one imported: {found}")
+    return tree
 
 
 def main() -> int:
@@ -269,17 +296,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutation")
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if args.k.lower() in m.name.lower()]
-    paths = sorted({m.path for m in chosen})
-    dirty = subprocess.run(["git", "diff", "--quiet", "--", *paths], cwd=ROOT).returncode
-    if dirty:
-        print("error: commit or stash the changes to the mutated files first", file=sys.stderr)
-        return 2
     results = []
-    for mutation in chosen:
-        start = time.monotonic()
-        outcome = run(mutation, args.verbose, args.timeout)
-        results.append(outcome)
-        print(f"{outcome:17} {time.monotonic() - start:6.0f} s  {mutation.name}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mfm-mutation-") as scratch:
+        tree = _copy_tree(Path(scratch))
+        for mutation in chosen:
+            start = time.monotonic()
+            outcome = run(mutation, tree, args.verbose, args.timeout)
+            results.append(outcome)
+            print(f"{outcome:17} {time.monotonic() - start:6.0f} s  {mutation.name}", flush=True)
     killed = sum(r.startswith("killed") for r in results)
     print(f"score: {killed}/{len(results)} mutations killed")
     return 0 if killed == len(results) else 1
