@@ -291,11 +291,14 @@ def _copy_tree(scratch: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-k", default="", help="only mutations whose name contains this")
+    parser.add_argument(
+        "-k", action="append", help="only mutations whose name contains this (repeatable)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the test output")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutation")
     args = parser.parse_args()
-    chosen = [m for m in MUTATIONS if args.k.lower() in m.name.lower()]
+    words = [word.lower() for word in args.k or [""]]
+    chosen = [m for m in MUTATIONS if any(word in m.name.lower() for word in words)]
     results = []
     with tempfile.TemporaryDirectory(prefix="mfm-mutation-") as scratch:
         tree = _copy_tree(Path(scratch))
