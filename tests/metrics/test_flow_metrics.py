@@ -169,6 +169,24 @@ def test_grad_variance_matches_the_closed_form() -> None:
     assert model.b.grad is None  # the metric leaves no gradient behind
 
 
+def test_grad_variance_of_three_known_gradients_is_the_unbiased_variance() -> None:
+    # Loss b of three is <p, g_b>, so its gradient is g_b: (1, 0), (3, 2), (5, -2). Per
+    # coordinate the unbiased variance is (4 + 0 + 4) / 2 = 4 and (0 + 4 + 4) / 2 = 4: trace 8.
+    # Dividing by the number of batches instead would give 16 / 3.
+    gradients = iter(torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, -2.0]]))
+    p = torch.nn.Parameter(torch.zeros(2))
+    model = torch.nn.Module()
+    model.p = p
+    ctx = context_for_field(
+        lambda x, t: x,
+        EulerSolver(steps=1),
+        _noise(4),
+        model=model,
+        loss=lambda generator: (p * next(gradients)).sum(),
+    )
+    assert GradVariance(batches=3)(ctx) == pytest.approx(8.0, rel=1e-12)
+
+
 def test_grad_variance_is_reproducible_and_lower_with_exact_pairs() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
