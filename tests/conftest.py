@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,20 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     return path
+
+
+@pytest.fixture(scope="session")
+def _trained_tiny_run(tmp_path_factory) -> Path:
+    """``TINY`` trained once per test session; tests get copies (see ``tiny_run``)."""
+    from mfm_core.runner.run import start_run
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    (root / "tiny.toml").write_text(TINY)
+    return start_run(root / "tiny.toml", [], root / "runs", progress=False)
+
+
+@pytest.fixture
+def tiny_run(_trained_tiny_run: Path, tmp_path: Path) -> Path:
+    """A finished run of ``TINY`` (40 steps, checkpoints at 30 and 40) that the test owns: a
+    copy of one trained per session, so a test may corrupt or extend it."""
+    return Path(shutil.copytree(_trained_tiny_run, tmp_path / "runs" / _trained_tiny_run.name))

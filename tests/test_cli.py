@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from mfm_core.cli import main, run_main
-from mfm_core.runner.run import start_run
 
 
 def run_cli(capsys, *argv, entry=main):
@@ -77,9 +76,8 @@ def test_plugins_lists_every_component_with_its_distribution(capsys):
     assert any(line.split()[:3] == ["solver", "dopri5", "mfm"] for line in out.splitlines())
 
 
-def test_sample_rejects_an_unknown_output_format(capsys, tmp_path, tiny_config):
-    run_dir = start_run(tiny_config, ["train.steps=2"], tmp_path / "runs", progress=False)
-    capsys.readouterr()
+def test_sample_rejects_an_unknown_output_format(capsys, tmp_path, tiny_run):
+    run_dir = tiny_run
     code, _, err = run_cli(capsys, "sample", str(run_dir), "--num", "3", "--out", "x.png")
     assert code == 2
     assert err.startswith("error: --out 'x.png': the run's samples are vectors; expected a .npy")

@@ -151,10 +151,12 @@ class FIDMetric:
         evaluation (cached in ``ctx.cache``)."""
         if self.reference is not None:
             return self.reference
-        key = f"fid.reference_statistics.{id(self)}"
-        if key not in ctx.cache:
-            ctx.cache[key] = self.statistics(ctx.reference)
-        return ctx.cache[key]
+        # Keyed by the metric object itself, which the cache holds: an ``id()`` can be reused
+        # by another metric once this one is freed.
+        cached = ctx.cache.setdefault("fid.reference_statistics", {})
+        if self not in cached:
+            cached[self] = self.statistics(ctx.reference)
+        return cached[self]
 
     def __call__(self, ctx: EvalContext) -> float:
         reference = self.reference_statistics(ctx)

@@ -194,10 +194,12 @@ class Consistency:
         if key not in ctx.cache:
             ctx.need("generate")
             ctx.cache[key] = ctx.generate(self.reference, ctx.noise, ctx.labels).x1
-        mapped = f"{key}.features.{id(self)}"
-        if mapped not in ctx.cache:
-            ctx.cache[mapped] = self.features(ctx.cache[key]).double()
-        return ctx.cache[mapped]
+        # Keyed by the metric object itself: the cache holds it, so no other object can take
+        # its place while the entry lives (an ``id()`` can be reused once its object is freed).
+        mapped = ctx.cache.setdefault(f"{key}.features", {})
+        if self not in mapped:
+            mapped[self] = self.features(ctx.cache[key]).double()
+        return mapped[self]
 
     def __call__(self, ctx: EvalContext) -> float:
         accurate = self._accurate(ctx)

@@ -233,3 +233,34 @@ def test_fid_in_a_run(tiny_config: Path, tmp_path: Path) -> None:
     rows = json.loads((run_dir / "metrics.json").read_text())["samples"]
     assert len(rows) == 3
     assert all(np.isfinite(row["fid"]) and row["fid"] >= 0 for row in rows)
+
+
+def test_reference_statistics_are_cached_by_metric_not_by_address(monkeypatch) -> None:
+    # Two FID metrics with different feature maps in one evaluation, the first freed: a cache
+    # keyed on id(metric) would give the second the first's statistics whenever the address is
+    # reused. The module's ``id`` returns one address for every object, so it always is.
+    import gc
+
+    import mfm_core.metrics.fid as fid
+
+    monkeypatch.setattr(fid, "id", lambda obj: 1, raising=False)
+
+    class Scaled(PixelFeatures):
+        def __init__(self, scale: float) -> None:
+            self.scale = scale
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return super().__call__(x) * self.scale
+
+    gen = torch.Generator().manual_seed(3)
+    reference, generated = torch.randn(40, 3, generator=gen), torch.randn(40, 3, generator=gen)
+    ctx = context(generated, reference)
+    first = FIDMetric(features=Scaled(1.0))
+    first(ctx)
+    del first
+    gc.collect()
+    # Features scaled by 2 scale both means and covariance square roots by 2: FID grows by 4.
+    expected = scipy_frechet(
+        *feature_statistics(generated.double()), *feature_statistics(reference.double())
+    )
+    assert FIDMetric(features=Scaled(2.0))(ctx) == pytest.approx(4 * expected, rel=1e-6)

@@ -1,5 +1,6 @@
 """Straightness, transport cost, gradient variance and consistency against closed forms."""
 
+import gc
 import math
 
 import pytest
@@ -168,6 +169,24 @@ def test_grad_variance_matches_the_closed_form() -> None:
     assert model.b.grad is None  # the metric leaves no gradient behind
 
 
+def test_grad_variance_of_three_known_gradients_is_the_unbiased_variance() -> None:
+    # Loss b of three is <p, g_b>, so its gradient is g_b: (1, 0), (3, 2), (5, -2). Per
+    # coordinate the unbiased variance is (4 + 0 + 4) / 2 = 4 and (0 + 4 + 4) / 2 = 4: trace 8.
+    # Dividing by the number of batches instead would give 16 / 3.
+    gradients = iter(torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, -2.0]]))
+    p = torch.nn.Parameter(torch.zeros(2))
+    model = torch.nn.Module()
+    model.p = p
+    ctx = context_for_field(
+        lambda x, t: x,
+        EulerSolver(steps=1),
+        _noise(4),
+        model=model,
+        loss=lambda generator: (p * next(gradients)).sum(),
+    )
+    assert GradVariance(batches=3)(ctx) == pytest.approx(8.0, rel=1e-12)
+
+
 def test_grad_variance_is_reproducible_and_lower_with_exact_pairs() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
@@ -289,6 +308,35 @@ def test_consistency_in_a_feature_space() -> None:
     doubled = Consistency(features=Doubled(), reference_atol=1e-9, reference_rtol=1e-9)(ctx)
     # Twice the dimensions, each scaled by 3: the per-dimension mean grows by 9.
     assert doubled == pytest.approx(9 * pixels, rel=1e-6)
+
+
+class Scaled:
+    """A feature map ``x -> scale * x`` repeated ``copies`` times: width ``copies * d``."""
+
+    def __init__(self, scale: float, copies: int) -> None:
+        self.scale, self.copies = scale, copies
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x] * self.copies, 1) * self.scale
+
+
+def test_consistency_caches_by_metric_not_by_address(monkeypatch) -> None:
+    # Two metrics with different feature maps, evaluated in sequence on one evaluation, the
+    # first freed: CPython may give the second the first's address, so a cache keyed on
+    # id(metric) hands it the other's features. The module's ``id`` is made to return one
+    # address for every object, the allocator's worst case, so such a cache fails every time.
+    import mfm_core.metrics.flow as flow
+
+    monkeypatch.setattr(flow, "id", lambda obj: 1, raising=False)
+    c, noise = 0.8, _noise(50)
+    ctx = context_for_field(lambda x, t: c * x, EulerSolver(steps=2), noise)
+    per_dim = ((1 + c / 2) ** 2 - math.exp(c)) ** 2 * _mean_sq(noise) / 2
+    first = Consistency(features=Scaled(1.0, 2), reference_atol=1e-9, reference_rtol=1e-9)
+    assert first(ctx) == pytest.approx(per_dim, rel=1e-4)
+    del first
+    gc.collect()
+    second = Consistency(features=Scaled(2.0, 1), reference_atol=1e-9, reference_rtol=1e-9)
+    assert second(ctx) == pytest.approx(4 * per_dim, rel=1e-4)
 
 
 @pytest.mark.parametrize("name", ["straightness", "transport_cost", "grad_variance", "consistency"])

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -12,10 +13,42 @@ def test_w2_of_a_sample_with_itself_is_zero() -> None:
     assert w2_distance(x, x[torch.randperm(200)]) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_w2_is_symmetric() -> None:
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(100, 2, generator=gen), torch.randn(100, 2, generator=gen) + 1.0
-    assert w2_distance(a, b) == pytest.approx(w2_distance(b, a), rel=1e-9)
+def _w2_by_enumeration(a: torch.Tensor, b: torch.Tensor) -> float:
+    """sqrt(min over all permutations of the mean squared distance), by brute force."""
+    return math.sqrt(
+        min(
+            sum(float((a[i].double() - b[j].double()).pow(2).sum()) for i, j in enumerate(perm))
+            / len(a)
+            for perm in itertools.permutations(range(len(a)))
+        )
+    )
+
+
+def test_w2_is_the_root_of_the_mean_squared_distance_not_the_mean_distance() -> None:
+    # Two points on a line matched to 1 and 3: distances 1 and 3. The root mean square is
+    # sqrt((1 + 9) / 2) = sqrt(5); the mean distance would be 2, the sum of squares 10.
+    a = torch.tensor([[0.0], [0.0]])
+    b = torch.tensor([[1.0], [3.0]])
+    assert w2_distance(a, b) == pytest.approx(math.sqrt(5.0), rel=1e-12)
+
+
+def test_w2_uses_the_optimal_matching_not_the_given_order() -> None:
+    # Listed crosswise: the given order costs sqrt((11^2 + 9^2) / 2); the optimal matching
+    # pairs (0, 0) with (1, 0) and (10, 0) with (10, 2): squared distances 1 and 4, W2 =
+    # sqrt(2.5), in either argument order.
+    a = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    b = torch.tensor([[10.0, 2.0], [1.0, 0.0]])
+    assert w2_distance(a, b) == pytest.approx(math.sqrt(2.5), rel=1e-12)
+    assert w2_distance(b, a) == pytest.approx(math.sqrt(2.5), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_w2_matches_enumeration_of_every_permutation(seed: int) -> None:
+    # Six points in 3-D (images of shape (3, 1) are flattened): 720 permutations.
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, 3, 1, generator=gen)
+    b = torch.randn(6, 3, 1, generator=gen) * 2.0 + 0.5
+    assert w2_distance(a, b) == pytest.approx(_w2_by_enumeration(a, b), rel=1e-9)
 
 
 def test_w2_between_shifted_gaussians_is_the_shift() -> None:
@@ -31,8 +64,11 @@ def test_w2_between_shifted_gaussians_is_the_shift() -> None:
 
 
 def test_metric_uses_equal_counts_up_to_max_samples() -> None:
-    gen = torch.Generator().manual_seed(0)
-    generated, reference = torch.randn(50, 2, generator=gen), torch.randn(80, 2, generator=gen)
+    # 3 generated points against 5 reference points: the first 3 of each are compared
+    # (squared distances 1, 4, 9: W2 = sqrt(14 / 3)); with max_samples = 1, only the first
+    # pair (W2 = 1). The last two reference points would lower W2 to 0 if they were used.
+    generated = torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]])
+    reference = torch.tensor([[1.0, 0.0], [10.0, 2.0], [20.0, 3.0], [10.0, 0.0], [20.0, 0.0]])
     ctx = EvalContext(
         generated=generated,
         reference=reference,
@@ -40,11 +76,8 @@ def test_metric_uses_equal_counts_up_to_max_samples() -> None:
         field=lambda x, t: x,
         solve=SolveResult(x1=generated, nfe=1),
     )
-    assert W2Metric()(ctx) == pytest.approx(w2_distance(generated, reference[:50]))
-    assert W2Metric(max_samples=10)(ctx) == pytest.approx(
-        w2_distance(generated[:10], reference[:10])
-    )
-    assert math.isfinite(W2Metric()(ctx))
+    assert W2Metric()(ctx) == pytest.approx(math.sqrt(14 / 3), rel=1e-12)
+    assert W2Metric(max_samples=1)(ctx) == pytest.approx(1.0, rel=1e-12)
 
 
 def test_mismatched_samples_are_rejected() -> None:

@@ -4,7 +4,6 @@ shards, a checkpoint holding both processes' state that resumes exactly, clean e
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,14 @@ from mfm_core.runner.rundir import read_log
 SHORT = ["train.batch_size=8", "train.checkpoint_every=3", "eval.grid=1"]
 
 
-def torchrun(env: dict[str, str], *args: str, entry: list[str] | None = None):
+def torchrun(
+    env: dict[str, str], *args: str, entry: list[str] | None = None, logs: Path | None = None
+):
+    """``mfm run`` (or ``entry``) in two processes; with ``logs``, each process's stderr goes
+    to its own file ``logs/<job>/attempt_0/<rank>/stderr.log`` instead of the shared pipe."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    if logs is not None:
+        command += ["--log-dir", str(logs), "--redirects", "2"]
     command += ["--nproc_per_node=2", *(entry or ["-m", "mfm_core", "run"]), *args, "--quiet"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
@@ -84,12 +89,23 @@ def test_resuming_with_another_number_of_processes_is_a_clear_error(
 def test_a_config_error_stops_every_process_with_one_message_each(
     image_config, plugin_env, tmp_path
 ):
-    mfm_run = [shutil.which("mfm-run") or pytest.fail("mfm-run is not installed")]
-    failed = torchrun(plugin_env, str(image_config), "train.batch_size=7", entry=mfm_run)
+    # The console script of the interpreter running the tests (not whichever is on PATH);
+    # each process's stderr in its own file, since lines written to one pipe may interleave.
+    mfm_run = Path(sys.executable).parent / "mfm-run"
+    assert mfm_run.is_file(), f"{mfm_run} is not installed"
+    logs = tmp_path / "logs"
+    failed = torchrun(
+        plugin_env, str(image_config), "train.batch_size=7", entry=[str(mfm_run)], logs=logs
+    )
     assert failed.returncode != 0
     message = "$.train.batch_size: the global batch of 7 does not split evenly over 2 processes"
-    lines = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
-    assert sorted(lines) == [f"error: {message}", f"error: [rank 1] {message}"]
+    expected = {"0": f"error: {message}", "1": f"error: [rank 1] {message}"}
+    errors = {}
+    for log in logs.glob("*/attempt_0/*/stderr.log"):
+        lines = log.read_text().splitlines()
+        assert "Traceback (most recent call last):" not in lines
+        errors[log.parent.name] = [line for line in lines if line.startswith("error: ")]
+    assert errors == {rank: [line] for rank, line in expected.items()}
 
 
 def test_global_scope_couples_across_processes_and_resumes_exactly(

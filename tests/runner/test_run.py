@@ -151,8 +151,8 @@ def test_ctrl_c_saves_the_current_step_and_says_how_to_resume(tiny_config, tmp_p
     assert losses(run_dir) == losses(whole)
 
 
-def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tiny_config, tmp_path, caplog):
-    run_dir = start_run(tiny_config, [], tmp_path / "runs", progress=False)
+def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(tiny_run, caplog):
+    run_dir = tiny_run
     newest = run_dir / "checkpoints" / "step-00000040.pt"
     newest.write_bytes(b"not a checkpoint")
     resume_run(run_dir, [], progress=False)
@@ -182,8 +182,8 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
         resume_run(tmp_path, [], progress=False)
 
 
-def test_sample_writes_arrays_with_any_solver(tiny_config, tmp_path):
-    run_dir = start_run(tiny_config, [], tmp_path / "runs", progress=False)
+def test_sample_writes_arrays_with_any_solver(tiny_run, tmp_path):
+    run_dir = tiny_run
     result = sample_run(run_dir, ["solver.name=heun", "solver.steps=3"], 50, tmp_path / "s.npy")
     assert result.nfe == 6
     samples = np.load(tmp_path / "s.npy")

@@ -77,6 +77,44 @@ def test_trajectory_shapes_and_end_points(
     torch.testing.assert_close(result.trajectory[-1], result.x1)
 
 
+@pytest.mark.parametrize(
+    ("cls", "times"),
+    [
+        (EulerSolver, [0.0, 0.5]),
+        (MidpointSolver, [0.0, 0.25, 0.5, 0.75]),
+        (HeunSolver, [0.0, 0.5, 0.5, 1.0]),
+        (RK4Solver, [0.0, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 1.0]),
+    ],
+)
+def test_stage_times_of_two_steps(cls: type[FixedStepSolver], times: list[float]) -> None:
+    # Step n of h = 1/2 evaluates the field at n h + c h for each node c of the tableau:
+    # Euler (c = 0), midpoint (0, 1/2), Heun (0, 1), RK4 (0, 1/2, 1/2, 1).
+    seen: list[float] = []
+    cls(steps=2)(lambda x, t: seen.append(t[0].item()) or x, torch.ones(1, 1))
+    assert seen == times
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        # dx/dt = x + t over one step h = 1 from x0, by hand:
+        # Euler: x0 + f(x0, 0) = 2 x0.
+        (EulerSolver, lambda x0: 2 * x0),
+        # Midpoint: k1 = x0, k2 = f(x0 + k1/2, 1/2) = 1.5 x0 + 0.5; x0 + k2.
+        (MidpointSolver, lambda x0: 2.5 * x0 + 0.5),
+        # Heun: k1 = x0, k2 = f(x0 + k1, 1) = 2 x0 + 1; x0 + (k1 + k2) / 2.
+        (HeunSolver, lambda x0: 2.5 * x0 + 0.5),
+        # RK4: k1 = x0, k2 = 1.5 x0 + 0.5, k3 = f(x0 + k2/2, 1/2) = 1.75 x0 + 0.75,
+        # k4 = f(x0 + k3, 1) = 2.75 x0 + 1.75; x0 + (k1 + 2 k2 + 2 k3 + k4) / 6.
+        (RK4Solver, lambda x0: x0 + (10.25 * x0 + 4.25) / 6),
+    ],
+)
+def test_one_step_on_a_time_dependent_field_by_hand(cls: type[FixedStepSolver], expected) -> None:
+    x0 = torch.tensor([[1.0], [-2.0]], dtype=torch.float64)
+    x1 = cls(steps=1)(lambda x, t: x + t[:, None], x0).x1
+    torch.testing.assert_close(x1, expected(x0), rtol=1e-12, atol=1e-12)
+
+
 def test_stage_times_reach_exactly_one() -> None:
     seen: list[float] = []
     RK4Solver(steps=7)(lambda x, t: seen.append(t[0].item()) or x, torch.ones(1, 1))

@@ -1,0 +1,316 @@
+"""Plant plausible one-line bugs in the numeric core and report which the test suite misses.
+
+A developer tool, not part of CI. Each mutation replaces one exact snippet of one source file
+(a sign flip, a mean instead of a root mean square, an off-by-one node, a missing square
+root, swapped arguments, a plain write instead of an atomic one), runs the tests that cover
+that file, and restores the file. A mutation is "killed" when those tests fail, "survived"
+when they pass. Run from the repository, in its environment::
+
+    python tools/mutation_check.py            # every mutation
+    python tools/mutation_check.py -k w2 -v   # those whose name contains "w2", with output
+
+The mutations are planted in a scratch copy of the working tree (first on ``PYTHONPATH``), so
+the tree itself is never modified and can be worked on meanwhile. A snippet that is no
+longer in its file is reported as "stale" (the list needs updating). Exit status: 0 when
+every mutation is killed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    original: str
+    mutant: str
+    tests: tuple[str, ...]
+
+
+W2_TESTS = ("tests/metrics/test_w2.py",)
+SOLVER_TESTS = ("tests/solvers",)
+FLOW_TESTS = ("tests/metrics/test_flow_metrics.py",)
+LIKELIHOOD_TESTS = ("tests/metrics/test_likelihood.py",)
+FID_TESTS = ("tests/metrics/test_fid.py",)
+COUPLER_TESTS = ("tests/couplers/test_exact.py", "tests/couplers/test_costs.py")
+PATH_TESTS = ("tests/paths",)
+CHECKPOINT_TESTS = ("tests/runner/test_checkpoint_atomic.py",)
+GUIDANCE_TESTS = ("tests/runner/test_model_field.py",)
+
+MUTATIONS = (
+    Mutation(
+        "w2: mean of distances instead of the root mean square",
+        "mfm_core/metrics/w2.py",
+        "return math.sqrt(costs[rows, cols].mean())",
+        "return float((costs[rows, cols] ** 0.5).mean())",
+        W2_TESTS,
+    ),
+    Mutation(
+        "w2: missing square root",
+        "mfm_core/metrics/w2.py",
+        "return math.sqrt(costs[rows, cols].mean())",
+        "return float(costs[rows, cols].mean())",
+        W2_TESTS,
+    ),
+    Mutation(
+        "w2: sum instead of mean",
+        "mfm_core/metrics/w2.py",
+        "return math.sqrt(costs[rows, cols].mean())",
+        "return math.sqrt(costs[rows, cols].sum())",
+        W2_TESTS,
+    ),
+    Mutation(
+        "w2: the given order instead of the optimal matching",
+        "mfm_core/metrics/w2.py",
+        "rows, cols = linear_sum_assignment(costs)",
+        "rows = cols = list(range(len(costs)))",
+        W2_TESTS,
+    ),
+    Mutation(
+        "euler: field at the end of the step (c = 1)",
+        "mfm_core/solvers/fixed_step.py",
+        "EULER = ButcherTableau(a=((),), b=(1.0,), c=(0.0,))",
+        "EULER = ButcherTableau(a=((),), b=(1.0,), c=(1.0,))",
+        SOLVER_TESTS,
+    ),
+    Mutation(
+        "midpoint: second node at the end of the step",
+        "mfm_core/solvers/fixed_step.py",
+        "MIDPOINT = ButcherTableau(a=((), (0.5,)), b=(0.0, 1.0), c=(0.0, 0.5))",
+        "MIDPOINT = ButcherTableau(a=((), (0.5,)), b=(0.0, 1.0), c=(0.0, 1.0))",
+        SOLVER_TESTS,
+    ),
+    Mutation(
+        "heun: second node at the start of the step",
+        "mfm_core/solvers/fixed_step.py",
+        "HEUN = ButcherTableau(a=((), (1.0,)), b=(0.5, 0.5), c=(0.0, 1.0))",
+        "HEUN = ButcherTableau(a=((), (1.0,)), b=(0.5, 0.5), c=(0.0, 0.0))",
+        SOLVER_TESTS,
+    ),
+    Mutation(
+        "rk4: third stage from the first slope",
+        "mfm_core/solvers/fixed_step.py",
+        "a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),",
+        "a=((), (0.5,), (0.5, 0.0), (0.0, 0.0, 1.0)),",
+        SOLVER_TESTS,
+    ),
+    Mutation(
+        "fixed step: off-by-one step index in the stage time",
+        "mfm_core/solvers/fixed_step.py",
+        "x0.shape[:1], (step + c) / self.steps, dtype=x0.dtype, device=x0.device",
+        "x0.shape[:1], (step + 1 + c) / self.steps, dtype=x0.dtype, device=x0.device",
+        SOLVER_TESTS,
+    ),
+    Mutation(
+        "guidance: sign of the difference flipped",
+        "mfm_core/runner/evaluate.py",
+        "return v_null + guidance * (v_cond - v_null)",
+        "return v_cond + guidance * (v_null - v_cond)",
+        GUIDANCE_TESTS,
+    ),
+    Mutation(
+        "checkpoint: plain write instead of temporary file and rename",
+        "mfm_core/runner/checkpoint.py",
+        "    path.parent.mkdir(parents=True, exist_ok=True)\n    fd, tmp",
+        "    path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    with open(path, 'wb') as handle:\n        return write(handle)\n    fd, tmp",
+        CHECKPOINT_TESTS,
+    ),
+    Mutation(
+        "cond-OT path: target with the sign of x0 flipped",
+        "mfm_core/paths/cond_ot.py",
+        "u_t=x1 - shrink * x0",
+        "u_t=x1 + shrink * x0",
+        PATH_TESTS,
+    ),
+    Mutation(
+        "cond-OT path: x_t with t and 1 - t swapped",
+        "mfm_core/paths/cond_ot.py",
+        "x_t = (1.0 - shrink * t_b) * x0 + t_b * x1",
+        "x_t = t_b * x0 + (1.0 - shrink * t_b) * x1",
+        PATH_TESTS,
+    ),
+    Mutation(
+        "sqeuclidean cost: inner product added instead of subtracted",
+        "mfm_core/couplers/costs.py",
+        "a, b.T, alpha=-2.0",
+        "a, b.T, alpha=2.0",
+        COUPLER_TESTS,
+    ),
+    Mutation(
+        "exact coupler: maximises the cost",
+        "mfm_core/couplers/exact.py",
+        "rows, cols = linear_sum_assignment(costs.numpy())",
+        "rows, cols = linear_sum_assignment(costs.numpy(), maximize=True)",
+        COUPLER_TESTS,
+    ),
+    Mutation(
+        "exact coupler: swapped arguments (the transposed assignment)",
+        "mfm_core/couplers/exact.py",
+        "rows, cols = linear_sum_assignment(costs.numpy())",
+        "cols, rows = linear_sum_assignment(costs.numpy().T)",
+        COUPLER_TESTS,
+    ),
+    Mutation(
+        "straightness: chord with the wrong sign",
+        "mfm_core/metrics/flow.py",
+        "chord = path[-1] - path[0]",
+        "chord = path[-1] + path[0]",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "straightness: plain mean over times instead of the trapezoid",
+        "mfm_core/metrics/flow.py",
+        "return float(torch.trapezoid(errors, times))",
+        "return float(errors.mean())",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "transport cost: noise added instead of subtracted",
+        "mfm_core/metrics/flow.py",
+        "cost = float(_sum_sq(ctx.generated.cpu() - ctx.noise.cpu()).mean())",
+        "cost = float(_sum_sq(ctx.generated.cpu() + ctx.noise.cpu()).mean())",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "transport cost: W2 instead of W2 squared as the floor",
+        "mfm_core/metrics/flow.py",
+        "draws.append(w2_distance(x0, x1) ** 2)",
+        "draws.append(w2_distance(x0, x1))",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "consistency: not divided by the feature width",
+        "mfm_core/metrics/flow.py",
+        "return float(_sum_sq(features - accurate).mean() / features.shape[1])",
+        "return float(_sum_sq(features - accurate).mean())",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "grad variance: biased (divided by the number of batches)",
+        "mfm_core/metrics/flow.py",
+        "return float(m2.sum() / (self.batches - 1))",
+        "return float(m2.sum() / self.batches)",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "likelihood: divergence term added instead of subtracted",
+        "mfm_core/metrics/likelihood.py",
+        "return log_prob0(z1[:, :-1].reshape(x1.shape)) - z1[:, -1]",
+        "return log_prob0(z1[:, :-1].reshape(x1.shape)) + z1[:, -1]",
+        LIKELIHOOD_TESTS,
+    ),
+    Mutation(
+        "likelihood: field integrated forwards in reversed time",
+        "mfm_core/metrics/likelihood.py",
+        "return torch.cat([-v.detach().flatten(1), div.detach()[:, None]], dim=1).to(z.dtype)",
+        "return torch.cat([v.detach().flatten(1), div.detach()[:, None]], dim=1).to(z.dtype)",
+        LIKELIHOOD_TESTS,
+    ),
+    Mutation(
+        "likelihood: field evaluated at s instead of 1 - s",
+        "mfm_core/metrics/likelihood.py",
+        "v = field(y, 1 - s)",
+        "v = field(y, s)",
+        LIKELIHOOD_TESTS,
+    ),
+    Mutation(
+        "bpd: dequantisation offset missing",
+        "mfm_core/metrics/likelihood.py",
+        "return nll + dim * math.log(1 / PIXEL_BIN) if dequantize else nll",
+        "return nll",
+        LIKELIHOOD_TESTS,
+    ),
+    Mutation(
+        "fid: trace term added instead of subtracted",
+        "mfm_core/metrics/fid.py",
+        "np.trace(sigma2) - 2.0 * trace_sqrt",
+        "np.trace(sigma2) + 2.0 * trace_sqrt",
+        FID_TESTS,
+    ),
+)
+
+
+def run(mutation: Mutation, tree: Path, verbose: bool, timeout: float) -> str:
+    """Apply ``mutation`` in ``tree``, run its tests, restore the file: "killed", "survived"
+    or "stale"."""
+    path = tree / mutation.path
+    source = path.read_text()
+    if source.count(mutation.original) != 1:
+        return "stale"
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    command += list(mutation.tests)
+    path.write_text(source.replace(mutation.original, mutation.mutant))
+    try:
+        done = subprocess.run(
+            command, cwd=tree, env=_env(tree), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return "killed (timeout)"
+    finally:
+        path.write_text(source)
+    if verbose:
+        print(done.stdout[-2000:])
+    return "survived" if done.returncode == 0 else "killed"
+
+
+def _env(tree: Path) -> dict[str, str]:
+    """The environment of the tests: the scratch copy's packages come first on the path, for
+    the tests and for the processes they start."""
+    paths = [str(tree), str(tree / "plugins" / "mfm-coupling-sinkhorn")]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _copy_tree(scratch: Path) -> Path:
+    """The working tree without version control, environments or caches."""
+    tree = scratch / "tree"
+    ignore = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.egg-info", "runs")
+    shutil.copytree(ROOT, tree, ignore=ignore)
+    probe = "import mfm_core, mfm_coupling_sinkhorn; print(mfm_core.__file__)"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tree, env=_env(tree), capture_output=True, text=True
+    )
+    if not found.stdout.startswith(str(tree)):
+        raise SystemExit(f"error: the scratch copy's mfm_core is not the one imported: {found}")
+    return tree
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "-k", action="append", help="only mutations whose name contains this (repeatable)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the test output")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutation")
+    args = parser.parse_args()
+    words = [word.lower() for word in args.k or [""]]
+    chosen = [m for m in MUTATIONS if any(word in m.name.lower() for word in words)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mfm-mutation-") as scratch:
+        tree = _copy_tree(Path(scratch))
+        for mutation in chosen:
+            start = time.monotonic()
+            outcome = run(mutation, tree, args.verbose, args.timeout)
+            results.append(outcome)
+            print(f"{outcome:17} {time.monotonic() - start:6.0f} s  {mutation.name}", flush=True)
+    killed = sum(r.startswith("killed") for r in results)
+    print(f"score: {killed}/{len(results)} mutations killed")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
