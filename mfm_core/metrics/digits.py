@@ -82,7 +82,7 @@ def _fit(
 
 class DigitsMetric:
     """``digits``: generated samples scored by a ``DigitsClassifier`` trained (deterministically,
-    from ``seed``, in a few seconds) on the training split when the metric is first used.
+    from ``seed``) on the training split when the metric is first used.
 
     Returns ``fd``: the Frechet distance between the classifier's penultimate features of
     ``max_samples`` generated samples and of the held-out split (359 images);
