@@ -80,7 +80,7 @@ class TrainConfig:
     lr: float = attrs.field(default=1e-3, validator=positive)
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     warmup_steps: int = attrs.field(default=0, validator=non_negative)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "polynomial"] = "constant"
     grad_clip: float | None = attrs.field(default=None, validator=positive)
     ema: float = attrs.field(default=0.0, validator=below_one)
     seed: int = 0

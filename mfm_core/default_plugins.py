@@ -15,7 +15,12 @@ from mfm_core.couplers import (
     costs,
 )
 from mfm_core.datasets.file import FileDataset
-from mfm_core.datasets.images import Cifar10Dataset, ImageFolderDataset, ImageNetNpzDataset
+from mfm_core.datasets.images import (
+    Cifar10Dataset,
+    DigitsDataset,
+    ImageFolderDataset,
+    ImageNetNpzDataset,
+)
 from mfm_core.datasets.toy2d import (
     Checkerboard,
     Circles,
@@ -25,6 +30,7 @@ from mfm_core.datasets.toy2d import (
     Spirals,
 )
 from mfm_core.hookspecs import Register, hookimpl
+from mfm_core.metrics.digits import DigitsMetric
 from mfm_core.metrics.features import PixelFeatures
 from mfm_core.metrics.fid import FIDMetric
 from mfm_core.metrics.flow import Consistency, GradVariance, Straightness, TransportCost
@@ -88,6 +94,7 @@ def register_datasets(register: Register) -> None:
     register("imagenet-npz", ImageNetNpzDataset)
     register("cifar10", Cifar10Dataset)
     register("image-folder", ImageFolderDataset)
+    register("digits", DigitsDataset)
 
 
 @hookimpl
@@ -100,6 +107,7 @@ def register_metrics(register: Register) -> None:
     register("fid", FIDMetric)
     register("nll", NLLMetric)
     register("bpd", BPDMetric)
+    register("digits", DigitsMetric)
 
 
 @hookimpl

@@ -77,6 +77,36 @@ def test_shipped_image_configs_hold_the_papers_settings(name, batch, per_gpu, mo
         assert f"{per_gpu} per GPU" in header
 
 
+@pytest.mark.parametrize(
+    ("name", "train", "model"),
+    [
+        # MFM appendix (as quoted) steps; FM Table 3 lr schedule, warm-up, dropout
+        ("imagenet32", (438_000, 1e-4, 20_000, "polynomial", "auto"), {"dropout": 0.0}),
+        ("imagenet64", (957_000, 1e-4, 5000, "constant", "auto"), {"dropout": 0.0}),
+        # TorchCFM's train_cifar10.py and UNetModelWrapper defaults
+        (
+            "cifar10",
+            (400_000, 2e-4, 5000, "constant", "fp32"),
+            {
+                "dropout": 0.1,
+                "head_channels": 64,
+                "resblock_updown": False,
+                "use_scale_shift_norm": False,
+            },
+        ),
+    ],
+)
+def test_shipped_image_configs_hold_their_sources_schedules(name, train, model):
+    path = CONFIGS / f"{name}.toml"
+    config = load_config(path)
+    t = config.train
+    assert (t.steps, t.lr, t.warmup_steps, t.lr_schedule, t.precision) == train
+    assert {key: config.model.params[key] for key in model} == model
+    header = path.read_text().split("\n[")[0]
+    assert f"{t.steps:,} steps" in header  # the cost estimate uses the configured steps
+    assert "our choice" in header
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_training_steps_of_each_image_config_on_cpu(name, tmp_path):
     resolution, overrides = CASES[name]

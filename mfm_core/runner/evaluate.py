@@ -143,14 +143,32 @@ def row_label(row: dict[str, Any]) -> str:
     return f"{row['solver']}{steps} (NFE {row['nfe']})"
 
 
-def image_panels(
-    reference: torch.Tensor, generated: list[torch.Tensor], rows: list[dict], count: int
-) -> list[tuple[str, Any]]:
-    """The data, then the samples of each solver setting, ``count`` images each, as uint8."""
-    panels = [("data", images.to_uint8(reference[:count]))]
-    for row, samples in zip(rows, generated, strict=True):
-        panels.append((row_label(row), images.to_uint8(samples[:count])))
-    return panels
+def save_image_panels(
+    path: Path,
+    reference: torch.Tensor,
+    generated: list[torch.Tensor],
+    rows: list[dict],
+    count: int,
+    *,
+    labels: torch.Tensor | None = None,
+    reference_labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+) -> None:
+    """The data, then the samples of each solver setting, ``count`` images each, as one
+    picture. With ``num_classes`` (a conditional model) one row per class, the samples by
+    their ``labels`` and the data by ``reference_labels``."""
+    panels = [("data", reference, reference_labels)]
+    panels += [(row_label(row), x, labels) for row, x in zip(rows, generated, strict=True)]
+    if num_classes is None or labels is None or reference_labels is None:
+        pictures = [(caption, images.to_uint8(x[:count])) for caption, x, _ in panels]
+        images.save_panels(path, pictures)
+        return
+    columns = math.ceil(count / num_classes)
+    pictures = [
+        (caption, images.by_class(images.to_uint8(x), y.numpy(), num_classes, columns))
+        for caption, x, y in panels
+    ]
+    images.save_panels(path, pictures, columns)
 
 
 def write_grid(
@@ -175,7 +193,16 @@ def write_grid(
         )
         rows.append({**solver.describe(), "nfe": result.nfe})
         generated.append(result.x1)
-    images.save_panels(path, image_panels(inputs.reference, generated, rows, config.eval.grid))
+    save_image_panels(
+        path,
+        inputs.reference,
+        generated,
+        rows,
+        config.eval.grid,
+        labels=inputs.labels,
+        reference_labels=inputs.reference_labels,
+        num_classes=getattr(model, "num_classes", None),
+    )
 
 
 def evaluate(
@@ -284,6 +311,9 @@ def evaluate(
         "generated": generated,
         "trajectory": path,
         "image": image,
+        "labels": inputs.labels,
+        "reference_labels": inputs.reference_labels,
+        "num_classes": getattr(model, "num_classes", None),
     }
     return metrics, samples
 

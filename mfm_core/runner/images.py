@@ -13,6 +13,7 @@ from mfm_core.runner.checkpoint import atomic_write
 
 CAPTION_HEIGHT = 14
 GAP = 4
+MIN_SIZE = 32  # smaller images are enlarged (nearest neighbour) to at least this many pixels
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:
@@ -52,11 +53,33 @@ def tile(images: np.ndarray, columns: int | None = None) -> np.ndarray:
     return grid
 
 
-def save_panels(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
+def upscale(images: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
+    """uint8 images (n, H, W, C) enlarged by the smallest whole factor that makes both sides
+    at least ``min_size`` pixels, each pixel repeated (nearest neighbour: no blur)."""
+    factor = max(1, math.ceil(min_size / min(images.shape[1:3])))
+    return images.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def by_class(images: np.ndarray, labels: np.ndarray, num_classes: int, columns: int) -> np.ndarray:
+    """uint8 images (n, H, W, C) with labels (n,) rearranged as ``num_classes`` rows of
+    ``columns``: row k holds the first images of class k in order, and white cells where
+    there are fewer than ``columns`` of them. For ``tile(..., columns)``."""
+    cells = np.full((num_classes * columns, *images.shape[1:]), 255, dtype=np.uint8)
+    for label in range(num_classes):
+        chosen = images[np.asarray(labels) == label][:columns]
+        cells[label * columns : label * columns + len(chosen)] = chosen
+    return cells
+
+
+def save_panels(
+    path: Path, panels: list[tuple[str, np.ndarray]], columns: int | None = None
+) -> None:
     """Grids of uint8 images side by side, each under its caption (e.g. a solver and its
-    NFE), on white; a panel is as wide as its grid or its caption."""
+    NFE), on white; a panel is as wide as its grid or its caption. Images smaller than
+    ``MIN_SIZE`` pixels are enlarged by ``upscale``; ``columns``: images per row (default:
+    square grids)."""
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    grids = [(caption, tile(images)) for caption, images in panels]
+    grids = [(caption, tile(upscale(images), columns)) for caption, images in panels]
     widths = [max(g.shape[1], math.ceil(draw.textlength(c))) for c, g in grids]
     width = sum(widths) + GAP * (len(grids) + 1)
     height = max(g.shape[0] for _, g in grids) + CAPTION_HEIGHT + 2 * GAP

@@ -25,7 +25,7 @@ from mfm_core.registry import Registry, get_registry
 from mfm_core.runner import images, plots, report
 from mfm_core.runner.checkpoint import atomic_write, load_latest
 from mfm_core.runner.distributed import Distributed, from_environment, process_group
-from mfm_core.runner.evaluate import evaluate, generate, image_panels, write_grid
+from mfm_core.runner.evaluate import evaluate, generate, save_image_panels, write_grid
 from mfm_core.runner.pipeline import COMPONENTS, Pipeline, build_pipeline, resolve_device
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
@@ -253,10 +253,16 @@ def _pictures(run_dir: Path, config: Config, metrics: dict, samples: dict[str, A
     if log:
         plots.plot_loss(run_dir / "loss.png", log)
     if samples["image"]:
-        panels = image_panels(
-            samples["reference"], samples["generated"], metrics["samples"], config.eval.grid
+        save_image_panels(
+            run_dir / "samples.png",
+            samples["reference"],
+            samples["generated"],
+            metrics["samples"],
+            config.eval.grid,
+            labels=samples["labels"],
+            reference_labels=samples["reference_labels"],
+            num_classes=samples["num_classes"],
         )
-        images.save_panels(run_dir / "samples.png", panels)
         return
     if samples["reference"].shape[1:] != (2,):
         return  # scatter plots only make sense for 2-D data

@@ -139,15 +139,18 @@ def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
-    """The learning rate at ``step`` relative to ``config.lr``: a linear warmup, then constant
-    or a cosine decay to zero at ``config.steps``."""
+    """The learning rate at ``step`` relative to ``config.lr``: a linear warmup, then constant,
+    a cosine decay to zero at ``config.steps``, or a polynomial decay of power 1 (linear) to
+    zero at ``config.steps``."""
     warmup = config.warmup_steps
     if step < warmup:
         return (step + 1) / warmup
     if config.lr_schedule == "constant":
         return 1.0
-    progress = (step - warmup) / max(1, config.steps - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
+    if config.lr_schedule == "polynomial":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @contextlib.contextmanager

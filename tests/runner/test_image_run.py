@@ -18,7 +18,6 @@ from PIL import Image
 from mfm_core.cli import main
 from mfm_core.config import load_config
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
-from mfm_core.runner.images import tile
 from mfm_core.runner.pipeline import build_pipeline
 from mfm_core.runner.run import resume_run, sample_run, start_run
 from mfm_core.runner.rundir import read_log
@@ -31,11 +30,12 @@ def losses(run_dir):
 def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_config, tmp_path):
     run_dir = start_run(image_config, ["eval.grid_every=6"], tmp_path / "runs", progress=False)
     assert [step for step, _ in losses(run_dir)] == list(range(1, 13))
-    # panels of 2 x 2 tiles of 8-pixel images (17 px), under a caption: data, euler 1, euler 2
+    # panels of one row per class (4) of one 8-pixel image enlarged 4x (32 px, 4 * 33 - 1 px
+    # high), under a caption: data, euler 1, euler 2
     for name in ("grids/step-00000006.png", "grids/step-00000012.png", "samples.png"):
         with Image.open(run_dir / name) as picture:
-            assert picture.mode == "RGB" and picture.size[1] == 17 + 14 + 2 * 4, name
-            assert picture.size[0] >= 3 * 17 + 4 * 4
+            assert picture.mode == "RGB" and picture.size[1] == 131 + 14 + 2 * 4, name
+            assert picture.size[0] >= 3 * 32 + 4 * 4
     assert sorted(p.name for p in (run_dir / "grids").iterdir()) == [
         "step-00000006.png",
         "step-00000012.png",
@@ -45,8 +45,14 @@ def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_c
         for name in saved.files:
             assert saved[name].dtype == np.uint8 and saved[name].shape == (4, 8, 8, 3)
         with Image.open(run_dir / "samples.png") as picture:
-            data_panel = np.asarray(picture)[14 + 4 : 14 + 4 + 17, 4 : 4 + 17]
-        assert np.array_equal(data_panel, tile(saved["reference"]))
+            data_panel = np.asarray(picture)[14 + 4 : 14 + 4 + 131, 4 : 4 + 32]
+        # each class's cell is one of the reference images, enlarged, or white (none drawn)
+        enlarged = [img.repeat(4, 0).repeat(4, 1) for img in saved["reference"]]
+        cells = [data_panel[33 * row : 33 * row + 32] for row in range(4)]
+        assert all(
+            (cell == 255).all() or any(np.array_equal(cell, e) for e in enlarged) for cell in cells
+        )
+        assert sum(not (cell == 255).all() for cell in cells) >= 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [(r["solver"], r["steps"], r["nfe"]) for r in metrics["samples"]] == [
         ("euler", 1, 1),
