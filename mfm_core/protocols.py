@@ -79,8 +79,10 @@ class PathSample:
 
 
 @runtime_checkable
-class Path(Protocol):
-    """A conditional path between coupled samples: ``sample(x0, x1, t) -> PathSample``."""
+class ProbPath(Protocol):
+    """A conditional probability path between coupled samples:
+    ``sample(x0, x1, t) -> PathSample``. Affine paths are built from a schedule
+    (``mfm_core.paths.AffinePath``)."""
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample: ...
 
