@@ -27,7 +27,7 @@ def register_couplers(register: Register) -> None:
 
 @hookspec
 def register_paths(register: Register) -> None:
-    """Register probability paths (see ``mfm_core.protocols.Path``)."""
+    """Register probability paths (see ``mfm_core.protocols.ProbPath``)."""
 
 
 @hookspec

@@ -79,8 +79,10 @@ class PathSample:
 
 
 @runtime_checkable
-class Path(Protocol):
-    """A conditional path between coupled samples: ``sample(x0, x1, t) -> PathSample``."""
+class ProbPath(Protocol):
+    """A conditional probability path between coupled samples:
+    ``sample(x0, x1, t) -> PathSample``. Affine paths are built from a schedule
+    (``mfm_core.paths.AffinePath``)."""
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample: ...
 
@@ -224,6 +226,11 @@ class Metric(Protocol):
     whose value does not depend on the solver (e.g. gradient variance) sets the class attribute
     ``per_solver = False``: it is computed once per evaluation, with the context of the first
     setting, and reported apart from the sweep.
+
+    Optional class attributes and methods, which reports use: ``better`` (``"lower"`` or
+    ``"higher"``, or a dict of them for a metric returning a dict) says which way is better;
+    ``noise_floor(ctx) -> float`` is what a perfect model would score at this sample size
+    (e.g. W2 between two draws of the data), shown beside the metric.
     """
 
     def __call__(self, ctx: EvalContext) -> float | dict[str, float]: ...

@@ -109,6 +109,8 @@ class FIDMetric:
     published numbers use 50,000 samples).
     """
 
+    better = "lower"
+
     def __init__(
         self,
         *,

@@ -51,6 +51,8 @@ class Straightness:
     the field is evaluated ``batch_size`` samples at a time.
     """
 
+    better = "lower"
+
     def __init__(self, *, num_samples: int = 1000, batch_size: int = 1000) -> None:
         _positive("num_samples", num_samples)
         _positive("batch_size", batch_size)
@@ -88,6 +90,8 @@ class TransportCost:
     can cost less. Returns ``cost``, ``ratio``, ``w2_squared`` and ``w2_squared_se`` (the
     standard error of that mean; 0 with one draw).
     """
+
+    better = {"cost": "lower", "ratio": "lower"}
 
     def __init__(self, *, ot_samples: int = 2000, repeats: int = 3) -> None:
         _positive("ot_samples", ot_samples)
@@ -133,6 +137,8 @@ class GradVariance:
     scalar, since the metric is that sum); each tensor's update is computed in float64.
     """
 
+    better = "lower"
+
     per_solver = False
 
     def __init__(self, *, batches: int = 32) -> None:
@@ -176,6 +182,8 @@ class Consistency:
     evaluation. The paper reports it for m-step ``midpoint`` solvers with the FID Inception
     features (``features = { name = "inception", weights = "..." }``).
     """
+
+    better = "lower"
 
     def __init__(
         self,

@@ -103,6 +103,8 @@ class NLLMetric:
     seeded with ``ctx.seed``, the same for every solver setting.
     """
 
+    better = "lower"
+
     def __init__(
         self,
         *,

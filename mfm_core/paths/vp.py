@@ -6,11 +6,33 @@ import math
 
 import torch
 
-from mfm_core.protocols import PathSample
+from mfm_core.paths.affine import AffinePath, ScheduleValues
 from mfm_core.schema import InvalidValue
 
 
-class VPPath:
+class VPSchedule:
+    """The VP schedule in mfm's time convention (t=0 noise, t=1 data), described at
+    :class:`VPPath`; defined up to ``t_max = 1 - eps``."""
+
+    def __init__(self, beta_min: float, beta_max: float, eps: float) -> None:
+        self.beta_min = beta_min
+        self.beta_max = beta_max
+        self.t_max = 1.0 - eps
+
+    def __call__(self, t: torch.Tensor) -> ScheduleValues:
+        s = 1.0 - t.clamp(max=self.t_max)
+        slope = self.beta_max - self.beta_min
+        integral = s * self.beta_min + 0.5 * slope * s * s  # T(s)
+        beta = self.beta_min + slope * s  # T'(s)
+        a = torch.exp(-0.5 * integral)
+        # 1 - a^2 = -expm1(-T): accurate near t = 1, where a^2 is close to 1.
+        b = torch.sqrt(-torch.expm1(-integral))
+        return ScheduleValues(
+            alpha_t=a, sigma_t=b, d_alpha_t=0.5 * beta * a, d_sigma_t=-0.5 * beta * a * a / b
+        )
+
+
+class VPPath(AffinePath):
     """``x_t = a(t) x1 + b(t) x0`` with target ``u_t = a'(t) x1 + b'(t) x0``.
 
     The VP path of Lipman et al., "Flow Matching for Generative Modeling" (2023), in
@@ -43,29 +65,11 @@ class VPPath:
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
         self.eps = float(eps)
+        super().__init__(VPSchedule(self.beta_min, self.beta_max, self.eps))
 
     def coefficients(
         self, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``a, b, a', b'`` at ``min(t, 1 - eps)``, each with the shape of ``t``."""
-        s = 1.0 - t.clamp(max=1.0 - self.eps)
-        slope = self.beta_max - self.beta_min
-        integral = s * self.beta_min + 0.5 * slope * s * s  # T(s)
-        beta = self.beta_min + slope * s  # T'(s)
-        a = torch.exp(-0.5 * integral)
-        # 1 - a^2 = -expm1(-T): accurate near t = 1, where a^2 is close to 1.
-        b = torch.sqrt(-torch.expm1(-integral))
-        da = 0.5 * beta * a
-        db = -0.5 * beta * a * a / b
-        return a, b, da, db
-
-    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
-        if x0.shape != x1.shape or t.shape != x0.shape[:1]:
-            raise ValueError(
-                "expected x0 and x1 of the same shape (batch, ...) and t of shape (batch,), got "
-                f"{tuple(x0.shape)}, {tuple(x1.shape)} and {tuple(t.shape)}"
-            )
-        t = t.clamp(max=1.0 - self.eps)
-        shape = (-1, *([1] * (x0.dim() - 1)))
-        a, b, da, db = (c.reshape(shape) for c in self.coefficients(t))
-        return PathSample(x0=x0, x1=x1, t=t, x_t=a * x1 + b * x0, u_t=da * x1 + db * x0)
+        values = self.schedule(t)
+        return values.alpha_t, values.sigma_t, values.d_alpha_t, values.d_sigma_t

@@ -277,10 +277,28 @@ def evaluate(
         "seed": settings.seed,
         "cache": {},
     }
-    rows, generated, run_level, errors = [], [], {}, {}
-    for solver in pipeline.eval_solvers:
-        result = resolve(solver, inputs.noise, inputs.labels)
+    rows, generated, run_level, errors, floors = [], [], {}, {}, {}
+    # Vectors: the trajectory of the run's solver comes from its own row of the sweep, so the
+    # picture and the table report the same solve (an adaptive solver's NFE depends on the
+    # batch it integrates).
+    trajectory_row = None
+    if settings.trajectories and not image:
+        described = [s.describe() for s in pipeline.eval_solvers]
+        if pipeline.solver.describe() in described:
+            trajectory_row = described.index(pipeline.solver.describe())
+    path = None
+    for index, solver in enumerate(pipeline.eval_solvers):
+        result = resolve(solver, inputs.noise, inputs.labels, trajectory=index == trajectory_row)
+        if index == trajectory_row:
+            path = SolveResult(
+                x1=result.x1[: settings.trajectories],
+                nfe=result.nfe,
+                trajectory=result.trajectory[:, : settings.trajectories],
+                times=result.times,
+            )
         context = EvalContext(generated=result.x1, solve=result, solver=solver, **shared)
+        if index == 0:
+            floors = _noise_floors(pipeline.metrics, context, errors, logger)
         row: dict[str, Any] = {**solver.describe(), "nfe": result.nfe}
         for name, metric in pipeline.metrics.items():
             if not getattr(metric, "per_solver", True):
@@ -295,14 +313,18 @@ def evaluate(
         logger.info(
             "eval " + "  ".join(f"{k}={_fmt(v)}" for m in run_level.values() for k, v in m.items())
         )
-    path = None
-    if settings.trajectories and not image:
+    if settings.trajectories and not image and path is None:
         noise = inputs.noise[: settings.trajectories]
         some = None if inputs.labels is None else inputs.labels[: settings.trajectories]
         path = resolve(pipeline.solver, noise, some, trajectory=True)
-    metrics: dict[str, Any] = {"final_loss": loss, "samples": rows}
+    metrics: dict[str, Any] = {"final_loss": loss, "samples": rows, "eval": eval_record(config)}
     if run_level:
         metrics["run"] = {k: v for values in run_level.values() for k, v in values.items()}
+    better = directions(pipeline.metrics)
+    if better:
+        metrics["better"] = better
+    if floors:
+        metrics["floors"] = floors
     if errors:
         metrics["errors"] = errors
     samples = {
@@ -316,6 +338,52 @@ def evaluate(
         "num_classes": getattr(model, "num_classes", None),
     }
     return metrics, samples
+
+
+def eval_record(config: Config) -> dict[str, Any]:
+    """The settings an evaluation ran with, so its figures can be read and repeated."""
+    settings = config.eval
+    return {
+        "num_samples": settings.num_samples,
+        "seed": settings.seed,
+        "loss_batches": settings.loss_batches,
+        "guidance": settings.guidance,
+        "solvers": [solver.to_toml() for solver in settings.solvers],
+        "trajectory_solver": config.solver.to_toml(),
+    }
+
+
+def directions(metrics: dict[str, Metric]) -> dict[str, str]:
+    """Which way is better for each reported column, from the metrics' ``better``."""
+    better: dict[str, str] = {}
+    for name, metric in metrics.items():
+        declared = getattr(metric, "better", None)
+        if isinstance(declared, str):
+            better[name] = declared
+        elif isinstance(declared, dict):
+            better.update({f"{name}.{key}": value for key, value in declared.items()})
+    return better
+
+
+def _noise_floors(
+    metrics: dict[str, Metric],
+    context: EvalContext,
+    errors: dict[str, str],
+    logger: logging.Logger,
+) -> dict[str, float]:
+    """``noise_floor(ctx)`` of every metric that has one (a failure is recorded, not fatal)."""
+    floors = {}
+    for name, metric in metrics.items():
+        floor = getattr(metric, "noise_floor", None)
+        if floor is None:
+            continue
+        try:
+            with torch.no_grad():
+                floors[name] = float(floor(context))
+        except (ValueError, RuntimeError, MfmError) as exc:
+            errors[f"{name} (noise floor)"] = f"{type(exc).__name__}: {exc}"
+            logger.warning(f"the noise floor of metric {name} failed: {exc}")
+    return floors
 
 
 def _measure(

@@ -10,7 +10,7 @@ import torch
 
 from mfm_core.config import Component, Config
 from mfm_core.errors import ConfigError
-from mfm_core.protocols import Coupler, Dataset, Metric, Path, Solver
+from mfm_core.protocols import Coupler, Dataset, Metric, ProbPath, Solver
 from mfm_core.registry import Registry, get_registry
 from mfm_core.schema import converter
 
@@ -22,7 +22,7 @@ class Pipeline:
     source: Dataset
     target: Dataset
     coupler: Coupler
-    path: Path
+    path: ProbPath
     model: torch.nn.Module
     solver: Solver
     eval_solvers: list[Solver]

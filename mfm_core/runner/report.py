@@ -38,12 +38,31 @@ def _table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def weights_label(metrics: Mapping[str, Any]) -> str:
+    """``EMA weights (decay 0.999, effective 0.9931) at step 300`` or ``raw weights at step
+    300``: which weights the figures are of."""
+    weights = metrics.get("weights")
+    if not weights:
+        return "weights of unrecorded kind"
+    step = f" at step {weights['step']}" if "step" in weights else ""
+    if weights.get("kind") != "ema":
+        return f"raw weights{step}"
+    return (
+        f"EMA weights (decay {fmt(weights.get('decay'))}, effective "
+        f"{fmt(weights.get('effective_decay'))}){step}"
+    )
+
+
 def run_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures of a run that do not depend on the solver: final loss, the solver-free
-    metrics, training steps and time."""
-    summary: dict[str, Any] = {"final loss": metrics.get("final_loss", math.nan)}
-    summary.update(metrics.get("run", {}))
+    """The figures of a run that do not depend on the solver: the training loss (running mean
+    at the end of training) beside the loss of the evaluated weights, the solver-free metrics,
+    training steps and time."""
     train = metrics.get("train", {})
+    summary: dict[str, Any] = {}
+    if "loss" in train:
+        summary["train loss (running mean)"] = train["loss"]
+    summary["loss of evaluated weights"] = metrics.get("final_loss", math.nan)
+    summary.update(metrics.get("run", {}))
     if "steps" in train:
         summary["steps"] = train["steps"]
     if "seconds" in train:
@@ -51,20 +70,64 @@ def run_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def column_header(column: str, better: Mapping[str, str]) -> str:
+    """``w2 (lower better)``."""
+    direction = better.get(column)
+    return f"{column} ({direction} better)" if direction else column
+
+
+def floor_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """One line per metric with a noise floor: what a perfect model scores at this size."""
+    count = metrics.get("eval", {}).get("num_samples")
+    size = f" of {count} points" if count else " of the evaluation's size"
+    return [
+        f"noise floor of {name}: {fmt(value)} (two independent draws of the data{size}; "
+        "differences below it are noise)"
+        for name, value in metrics.get("floors", {}).items()
+    ]
+
+
 def run_markdown(title: str, metrics: Mapping[str, Any]) -> str:
     """A run's metrics.json as Markdown: the summary, then one row per solver setting."""
     rows = metrics.get("samples", [])
     columns = metric_columns(rows)
+    better = metrics.get("better", {})
     summary = run_summary(metrics)
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", "", f"Evaluated: {weights_label(metrics)}.", ""]
     lines += _table(list(summary), [list(summary.values())])
     lines += ["", "Per solver setting (the NFE sweep):", ""]
     lines += _table(
-        ["solver", "NFE", *columns],
+        ["solver", "NFE", *(column_header(c, better) for c in columns)],
         [[setting(r), r["nfe"], *(r.get(c, math.nan) for c in columns)] for r in rows],
     )
+    floors = floor_lines(metrics)
+    if floors:
+        lines += [""] + floors
     lines += _errors(metrics)
     return "\n".join(lines) + "\n"
+
+
+def terminal_summary(metrics: Mapping[str, Any]) -> str:
+    """What the end of a run (or an evaluation) prints: which weights, the two losses, then a
+    small aligned table of every solver setting, its NFE and each metric with its direction,
+    and the noise floors."""
+    rows = metrics.get("samples", [])
+    columns = metric_columns(rows)
+    better = metrics.get("better", {})
+    lines = [f"evaluated {weights_label(metrics)}"]
+    summary = run_summary(metrics)
+    lines.append("  ".join(f"{key} {fmt(value)}" for key, value in summary.items()))
+    header = ["solver", "NFE", *(column_header(c, better) for c in columns)]
+    body = [[setting(r), fmt(r["nfe"]), *(fmt(r.get(c)) for c in columns)] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    for line in [header, *body]:
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+        ]
+        lines.append("  " + "  ".join(cells))
+    lines += floor_lines(metrics)
+    lines += [line for line in _errors(metrics) if line]
+    return "\n".join(lines)
 
 
 def _errors(metrics: Mapping[str, Any]) -> list[str]:

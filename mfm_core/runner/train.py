@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mfm_core.config import Config, TrainConfig
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
-from mfm_core.protocols import Path as FlowPath
+from mfm_core.protocols import ProbPath
 from mfm_core.runner.checkpoint import load_latest, save_checkpoint
 from mfm_core.runner.data import draw_labelled, target_stream
 from mfm_core.runner.distributed import (
@@ -61,7 +61,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def regression_loss(
-    path: FlowPath,
+    path: ProbPath,
     model: torch.nn.Module,
     x0: torch.Tensor,
     x1: torch.Tensor,

@@ -1,0 +1,150 @@
+"""What a component accepts: its parameters, read from the factory's signature and docstring.
+
+This is what ``mfm describe KIND NAME`` and ``mfm plugins --params`` print. It needs nothing
+from a plugin's author beyond a normal signature: type hints give the types, defaults the
+defaults, and the docstring sentence that names a parameter (``name`` in double backticks, a
+``name:`` line, or a Google/NumPy ``Args`` entry) its explanation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from mfm_core.registry import Entry
+
+RUNNER_PROVIDED = frozenset({"data_shape", "features", "loader"})
+"""Keywords the runner passes itself; a config does not set them."""
+
+
+@attrs.frozen(kw_only=True)
+class ParameterInfo:
+    """One keyword parameter of a factory: ``default`` is ``None`` when ``required``."""
+
+    name: str
+    type: str
+    default: Any
+    required: bool
+    doc: str
+
+
+@attrs.frozen(kw_only=True)
+class ComponentInfo:
+    """A registered component: where it comes from, its summary and its parameters.
+    ``open_ended`` is true when the factory takes ``**kwargs`` (more keys than listed)."""
+
+    kind: str
+    name: str
+    provider: str
+    summary: str
+    parameters: tuple[ParameterInfo, ...]
+    open_ended: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self, value_serializer=lambda _i, _a, v: _jsonable(v))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool, type(None), list, dict, tuple)):
+        return list(value) if isinstance(value, tuple) else value
+    return repr(value)
+
+
+def _type_name(hint: Any) -> str:
+    if hint is inspect.Parameter.empty:
+        return "any"
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    text = str(hint).replace("typing.", "").replace("NoneType", "None")
+    return re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+
+
+def _docstring(factory: Callable[..., Any]) -> str:
+    parts = [inspect.getdoc(factory) or ""]
+    if inspect.isclass(factory):
+        init_doc = inspect.getdoc(factory.__init__)
+        if init_doc and init_doc != inspect.getdoc(object.__init__):
+            parts.append(init_doc)
+    return "\n\n".join(p for p in parts if p)
+
+
+def _sentences(text: str) -> list[str]:
+    flat = re.sub(r"\s+", " ", text).strip()
+    return [s.strip() for s in re.split(r"(?<=[.;])\s+(?=[A-Z`(])", flat) if s.strip()]
+
+
+def parameter_doc(doc: str, name: str) -> str:
+    """The docstring's explanation of ``name``: an ``Args``-style entry (``name: ...`` or
+    ``name (type): ...`` at the start of a line) if there is one, else the first sentence
+    that mentions ``name`` in double backticks; ``""`` when the docstring says nothing."""
+    entry = re.search(
+        rf"^\s*{re.escape(name)}\s*(\([^)]*\))?\s*:\s*(.+(?:\n\s{{6,}}.+)*)", doc, re.MULTILINE
+    )
+    if entry:
+        return re.sub(r"\s+", " ", entry.group(2)).strip()
+    marker = f"``{name}``"
+    for sentence in _sentences(doc):
+        if marker in sentence:
+            return sentence
+    return ""
+
+
+def component_info(entry: Entry) -> ComponentInfo:
+    """The parameters of ``entry``'s factory, in signature order."""
+    factory = entry.factory
+    signature = inspect.signature(factory)
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: fall back to the raw annotations
+        hints = {}
+    doc = _docstring(factory)
+    parameters = []
+    open_ended = False
+    for name, param in signature.parameters.items():
+        if param.kind is param.VAR_KEYWORD:
+            open_ended = True
+            continue
+        if param.kind is param.VAR_POSITIONAL or name in RUNNER_PROVIDED:
+            continue
+        required = param.default is param.empty
+        parameters.append(
+            ParameterInfo(
+                name=name,
+                type=_type_name(hints.get(name, param.annotation)),
+                default=None if required else param.default,
+                required=required,
+                doc=parameter_doc(doc, name),
+            )
+        )
+    summary = _sentences(doc)[0] if doc else ""
+    return ComponentInfo(
+        kind=entry.kind,
+        name=entry.name,
+        provider=entry.provider,
+        summary=summary,
+        parameters=tuple(parameters),
+        open_ended=open_ended,
+    )
+
+
+def format_info(info: ComponentInfo) -> str:
+    """A component's parameters as a short text block for the terminal."""
+    lines = [f"{info.kind} '{info.name}' ({info.provider})"]
+    if info.summary:
+        lines.append(f"  {info.summary}")
+    if not info.parameters:
+        lines.append("  no parameters")
+    for param in info.parameters:
+        default = "required" if param.required else f"default {param.default!r}"
+        lines.append(f"  {param.name}: {param.type}, {default}")
+        if param.doc:
+            lines.append(f"      {param.doc}")
+    if info.open_ended:
+        lines.append("  (also takes further keyword parameters, not listed by its signature)")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Component parameters read from a factory's signature and docstring (mfm describe)."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from mfm_core.hookspecs import hookimpl
+from mfm_core.introspect import component_info, format_info, parameter_doc
+from mfm_core.registry import Registry
+
+
+def google_style(x0, x1, *, margin: float = 0.5, mode: Literal["a", "b"] = "a"):
+    """Pairs by a margin rule.
+
+    Args:
+        margin: how far apart two samples may be
+            before they are not paired.
+        mode (str): which rule to use.
+    """
+
+
+class BacktickStyle:
+    """Pairs by rank. ``depth`` is how many ranks are compared; the rest is ignored."""
+
+    def __init__(self, *, depth: int, data_shape: tuple[int, ...] = (2,), **extra) -> None:
+        pass
+
+
+class Plugin:
+    @hookimpl
+    def register_couplers(self, register):
+        register("google", google_style)
+        register("backtick", BacktickStyle)
+
+
+def _registry() -> Registry:
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(Plugin(), "demo", distribution="mfm-demo", version="1.2")
+    return registry
+
+
+def test_google_style_args_give_each_parameter_its_line() -> None:
+    info = component_info(_registry().get("coupler", "google"))
+    assert info.summary == "Pairs by a margin rule."
+    assert [p.name for p in info.parameters] == ["x0", "x1", "margin", "mode"]
+    margin = info.parameters[2]
+    assert (margin.type, margin.default, margin.required) == ("float", 0.5, False)
+    assert margin.doc == "how far apart two samples may be before they are not paired."
+    assert info.parameters[3].doc == "which rule to use."
+    assert info.parameters[3].type == "Literal['a', 'b']"
+
+
+def test_backtick_sentences_required_keys_and_runner_keywords() -> None:
+    info = component_info(_registry().get("coupler", "backtick"))
+    assert [p.name for p in info.parameters] == ["depth"]  # data_shape comes from the runner
+    depth = info.parameters[0]
+    assert depth.required and depth.default is None and depth.type == "int"
+    assert depth.doc == "``depth`` is how many ranks are compared; the rest is ignored."
+    assert info.open_ended
+    assert info.provider == "mfm-demo 1.2"
+
+
+def test_text_and_json_forms() -> None:
+    info = component_info(_registry().get("coupler", "backtick"))
+    text = format_info(info)
+    assert text.splitlines()[0] == "coupler 'backtick' (mfm-demo 1.2)"
+    assert "  depth: int, required" in text
+    assert "further keyword parameters" in text
+    data = json.loads(json.dumps(info.to_json()))
+    assert data["parameters"][0] == {
+        "name": "depth",
+        "type": "int",
+        "default": None,
+        "required": True,
+        "doc": "``depth`` is how many ranks are compared; the rest is ignored.",
+    }
+
+
+def test_a_parameter_the_docstring_does_not_name_has_no_doc() -> None:
+    assert parameter_doc("Nothing about it here.", "width") == ""
+
+
+def test_every_builtin_component_can_be_described() -> None:
+    registry = Registry()
+    for kind, entries in registry.entries.items():
+        for entry in entries.values():
+            info = component_info(entry)
+            assert info.kind == kind and info.name == entry.name
+            json.dumps(info.to_json())
+    exact = component_info(registry.get("coupler", "exact"))
+    assert {p.name: p.default for p in exact.parameters}["cost"] == "sqeuclidean"
