@@ -94,6 +94,8 @@ class DigitsMetric:
     distances compare sets of equal size.
     """
 
+    better = {"fd": "lower", "accuracy": "higher"}
+
     def __init__(self, *, seed: int = 0, epochs: int = 20, max_samples: int = 0) -> None:
         if epochs < 1:
             raise InvalidValue("epochs", f"must be at least 1, got {epochs}")
