@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+import torch
 
 import mfm_core
 from mfm_core import hookimpl
@@ -13,12 +14,16 @@ from mfm_core.registry import ENTRY_POINT_GROUP, PluginWarning, Registry
 
 
 class Doubler:
-    """A toy coupler with one typed parameter."""
+    """A toy coupler with one typed parameter: pairs noise i with data (factor * i) mod k."""
 
     def __init__(self, *, factor: int = 2) -> None:
         if factor < 1:
             raise ValueError(f"factor must be >= 1, got {factor}")
         self.factor = factor
+
+    def __call__(self, x0, x1):
+        i = torch.arange(len(x0))
+        return i, (self.factor * i) % len(x0)
 
 
 class ToyPlugin:
@@ -49,7 +54,8 @@ def fresh(*plugins, strict=False) -> Registry:
 def test_plugin_object_registers_and_builds_components():
     registry = fresh(ToyPlugin())
     built = registry.create("coupler", "doubler", {"factor": 3})
-    assert isinstance(built, Doubler) and built.factor == 3
+    assert isinstance(built.inner, Doubler) and built.factor == 3
+    assert built(torch.zeros(4, 1), torch.zeros(4, 1)).j.tolist() == [0, 3, 2, 1]
     entry = registry.get("coupler", "doubler")
     assert (entry.distribution, entry.version, entry.plugin) == ("dist0", "1.0", "p0")
     assert registry.names("coupler") == ["doubler"]

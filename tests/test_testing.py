@@ -1,4 +1,5 @@
-"""mfm_core.testing.check_coupler: passes the built-ins, catches broken couplers."""
+"""mfm_core.testing: check_coupler passes the built-ins and catches broken couplers; the
+helpers and fixtures plugin authors use (isolated registry, tiny config, a short run)."""
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ class _Broken(PairCoupler):
         self.mistake = mistake
         self.is_permutation = mistake != "claims-nothing"
 
-    def _pairs(self, costs, x0, x1):
+    def pairs(self, costs, x0, x1):
         k = len(x0)
         i = torch.arange(k)
         if self.mistake == "duplicates":
@@ -37,7 +38,7 @@ class _Broken(PairCoupler):
 @pytest.mark.parametrize(
     ("mistake", "message"),
     [
-        ("duplicates", "declares a permutation"),
+        ("duplicates", "declares a permutation .* uses an index twice"),
         ("out-of-range", "outside"),
         ("random-unseeded", "same torch.manual_seed"),
     ],
@@ -77,7 +78,7 @@ def test_a_coupler_that_leaks_autograd_is_caught() -> None:
 
 
 class _Substitute:
-    """Pairs x0 with samples of its own (like reflow): ``Coupling.gathered``."""
+    """Pairs x0 with samples of its own (like reflow): ``Coupling.samples``."""
 
     def __init__(self, mistake: str = "") -> None:
         self.mistake = mistake
@@ -98,23 +99,23 @@ class _Substitute:
         i = torch.arange(k)
         if self.mistake == "out-of-range":
             x0, made = x0[:1], made[:1]
-        return Coupling(i=i, j=i, is_permutation=True, gathered=(x0, made, keep))
+        return Coupling(i=i, j=i, is_permutation=True, samples=(x0, made, keep))
 
 
-def test_a_coupler_with_gathered_tensors_conforms() -> None:
+def test_a_coupler_bringing_its_samples_conforms() -> None:
     check_coupler(_Substitute())
 
 
 @pytest.mark.parametrize(
     ("mistake", "message"),
     [
-        ("leaks", "gathered x1 requires grad"),
+        ("leaks", "samples whose x1 requires grad"),
         ("unseeded", "same torch.manual_seed"),
         ("short", "same shape"),
         ("drops-labels", "dropped them"),
         ("out-of-range", "outside"),
     ],
 )
-def test_broken_gathered_couplings_are_caught(mistake: str, message: str) -> None:
+def test_broken_couplings_bringing_samples_are_caught(mistake: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check_coupler(_Substitute(mistake))

@@ -24,7 +24,7 @@ class ExactCoupler(PairCoupler):
     ) -> None:
         super().__init__(cost=cost, within_class=within_class, scope=scope)
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # The base class has already moved the costs to the CPU (solves_on_host); scipy works
