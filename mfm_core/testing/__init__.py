@@ -104,7 +104,8 @@ def isolated_registry(*plugins: object | str) -> Registry:
             module, distribution, version = _entry_point(plugin)
             registry.add_plugin(module, plugin, distribution=distribution, version=version)
         else:
-            registry.add_plugin(plugin)
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+            registry.add_plugin(plugin, name)
     return registry
 
 
