@@ -153,3 +153,26 @@ def test_a_coupler_with_an_impossible_signature_is_refused_when_built() -> None:
         registry.create("coupler", "three")
     with pytest.raises(PluginError, match=r"coupler 'not-callable' .* is a int, not a callable"):
         registry.create("coupler", "not-callable")
+
+
+def test_a_pair_coupler_must_call_super_init() -> None:
+    from mfm_core import PairCoupler
+
+    class Forgetful(PairCoupler):
+        def __init__(self, *, shift: int = 0) -> None:
+            self.shift = shift  # no super().__init__: no cost resolved, options unset
+
+        def pairs(self, costs, x0, x1):
+            return torch.arange(len(x0)), torch.arange(len(x0))
+
+    with pytest.raises(PluginError, match=r"Forgetful.__init__ must call super\(\).__init__"):
+        Forgetful()(torch.randn(3, 2), torch.randn(3, 2))
+
+    class Inherits(PairCoupler):  # no __init__ of its own: the base's options and defaults
+        is_permutation = False  # nearest data sample: some may be taken twice
+
+        def pairs(self, costs, x0, x1):
+            return torch.arange(len(x0)), costs.argmin(dim=1)
+
+    coupling = Inherits(cost="l1")(torch.randn(5, 2), torch.randn(5, 2))
+    assert coupling.cost is not None and len(coupling.j) == 5
