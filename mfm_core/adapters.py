@@ -186,9 +186,13 @@ class CheckedCoupler(_Adapted):
             value = torch.as_tensor(np.ascontiguousarray(value))
         if not isinstance(value, torch.Tensor):
             raise self._fail(f"returned {name} as a {type(value).__name__}, not a tensor")
-        if value.dtype in (torch.bool, torch.uint8) or value.is_floating_point():
+        if (
+            value.dtype in (torch.bool, torch.uint8)
+            or value.is_floating_point()
+            or value.is_complex()
+        ):
             raise self._fail(f"returned {name} of dtype {value.dtype}; indices are integers")
-        if value.is_complex() or value.dim() != 1:
+        if value.dim() != 1:
             raise self._fail(f"returned {name} of shape {tuple(value.shape)}; expected (k,)")
         return value.to(device=device, dtype=torch.long)
 

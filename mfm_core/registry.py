@@ -236,7 +236,9 @@ class Registry:
         ``params`` are checked against the factory's keyword parameters (names, types,
         required keys); problems are reported under ``path`` (default: the kind).
         ``provided`` are keywords the runner supplies itself (e.g. ``data_shape``); a
-        config may not set them.
+        config may not set them. The factory runs with this registry as
+        ``current_registry()``, so the parts it names resolve here. Couplers, solvers and
+        paths come back adapted and checked (``mfm_core.adapters``).
         """
         path = path or f"$.{kind}"
         entry = self.get(kind, name, path)
