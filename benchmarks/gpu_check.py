@@ -221,7 +221,7 @@ def torchrun_worker() -> int:
         x1 = torch.randn(256, 8, generator=generator).to(device)
         coupling = ExactCoupler(scope="global")(x0, x1)
         local = ExactCoupler()(x0, x1)
-        if coupling.gathered is None or coupling.i.device != device:
+        if coupling.samples is None or coupling.i.device != device:
             raise RuntimeError("the global coupling did not gather the batch on the device")
         if not (torch.equal(coupling.i, local.i) and torch.equal(coupling.j, local.j)):
             raise RuntimeError("the global coupling differs from the local one on one process")

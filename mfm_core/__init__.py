@@ -1,15 +1,21 @@
 """mfm: Multisample Flow Matching. The core: protocols, the plugin registry and the runner.
 
-Plugins use ``hookimpl``; users build any registered component with ``create``.
+Everything a plugin author needs comes from here: ``hookimpl`` and ``Register`` (the hooks),
+the protocols and their result classes, ``PairCoupler`` and ``cost_matrix`` (to write a
+pairing coupler), ``InvalidValue`` (to reject a parameter) and ``check_coupler`` (to test
+one). Users build any registered component with ``create``.
 """
 
+from mfm_core.couplers.base import PairCoupler
+from mfm_core.couplers.costs import cost_matrix
 from mfm_core.errors import CheckpointError, ConfigError, MfmError, PluginError
-from mfm_core.hookspecs import hookimpl
+from mfm_core.hookspecs import Register, hookimpl
 from mfm_core.protocols import (
     Coupler,
     Coupling,
     Dataset,
     EvalContext,
+    FeatureMap,
     IndexedDataset,
     Metric,
     PathSample,
@@ -19,6 +25,8 @@ from mfm_core.protocols import (
     VectorFieldNet,
 )
 from mfm_core.registry import Registry, create, get_registry
+from mfm_core.schema import InvalidValue
+from mfm_core.testing.conformance import check_coupler
 
 __version__ = "0.1.0"
 
@@ -29,16 +37,22 @@ __all__ = [
     "Coupling",
     "Dataset",
     "EvalContext",
+    "FeatureMap",
     "IndexedDataset",
+    "InvalidValue",
     "Metric",
     "MfmError",
+    "PairCoupler",
     "ProbPath",
     "PathSample",
     "PluginError",
+    "Register",
     "Registry",
     "Solver",
     "SolveResult",
     "VectorFieldNet",
+    "check_coupler",
+    "cost_matrix",
     "create",
     "get_registry",
     "hookimpl",

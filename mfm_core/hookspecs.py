@@ -22,7 +22,8 @@ Register = Callable[[str, Callable[..., Any]], None]
 
 @hookspec
 def register_couplers(register: Register) -> None:
-    """Register couplers (see ``mfm_core.protocols.Coupler``)."""
+    """Register couplers (see ``mfm_core.protocols.Coupler``): a class, a function returning
+    the coupler, or the coupling function ``f(x0, x1) -> (i, j)`` itself."""
 
 
 @hookspec
@@ -52,9 +53,9 @@ def register_metrics(register: Register) -> None:
 
 @hookspec
 def register_costs(register: Register) -> None:
-    """Register pairwise costs for couplers: ``register(name, cost)`` where
-    ``cost(a, b)`` maps float matrices (k0, d) and (k1, d) to the (k0, k1) cost matrix
-    (see ``mfm_core.couplers.costs``)."""
+    """Register pairwise costs for couplers: ``register(name, cost)`` with the cost function
+    itself (not a factory): ``cost(a, b)`` maps float matrices (k0, d) and (k1, d) of
+    flattened samples to the (k0, k1) cost matrix (see ``mfm_core.couplers.costs``)."""
 
 
 @hookspec

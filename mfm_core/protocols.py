@@ -21,8 +21,9 @@ Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Coupling:
     """The pairs chosen by a coupler: training pairs are ``(x0[i], x1[j])``.
 
-    Unpacks as ``i, j = coupling``. ``cost`` is the mean cost of the chosen pairs under the
-    coupler's cost function (``None`` when the coupler computed no cost).
+    ``i`` and ``j``: LongTensors of length k (one pair per noise sample) on the device of
+    ``x0``. Unpacks as ``i, j = coupling``. ``cost`` is the mean cost of the chosen pairs under
+    the coupler's cost function (``None`` when the coupler computed no cost).
     ``is_permutation`` is true when every x0 and every x1 is used exactly once.
     """
 
@@ -30,9 +31,10 @@ class Coupling:
     j: torch.Tensor
     cost: float | None = None
     is_permutation: bool = False
-    gathered: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-    """When set (``scope = "global"``), ``i`` and ``j`` index these ``(x0, x1, cond)`` of the
-    whole distributed batch instead of the coupler's inputs."""
+    samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+    """The samples ``(x0, x1, cond)`` that ``i`` and ``j`` index when these are not the
+    coupler's inputs: the batch gathered from every process (``scope = "global"``), or the
+    noise with a teacher's samples in place of the data (``reflow``). ``None``: the inputs."""
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.i, self.j))
@@ -44,9 +46,9 @@ class Coupling:
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The coupled training pairs ``(x0[i], x1[j], cond[j])`` from the tensors the coupler
-        was given (or from the gathered batch in global scope). ``cond`` belongs to ``x1``."""
-        if self.gathered is not None:
-            x0, x1, cond = self.gathered
+        was given (or from ``samples`` when set). ``cond`` belongs to ``x1``."""
+        if self.samples is not None:
+            x0, x1, cond = self.samples
         return x0[self.i], x1[self.j], None if cond is None else cond[self.j]
 
 
@@ -55,8 +57,12 @@ class Coupler(Protocol):
     """Chooses training pairs inside a minibatch of k noise and k data samples.
 
     ``x0`` and ``x1`` have shape (k, ...); the cost is computed on flattened samples. ``cond``
-    holds optional per-sample conditions (e.g. class labels of ``x1``). The indices are
-    LongTensors of equal length on the device of ``x0``. No gradient flows through a coupler.
+    holds optional per-sample conditions (the class labels of ``x1``). Returns one pair per
+    noise sample. No gradient flows through a coupler.
+
+    The core also accepts a coupler written more simply (``mfm_core.adapters``): one that
+    takes only ``(x0, x1)`` (``cond`` is passed, by keyword, only when there are labels and
+    the coupler takes it), and one that returns ``(i, j)`` instead of a ``Coupling``.
     """
 
     def __call__(
@@ -81,8 +87,8 @@ class PathSample:
 @runtime_checkable
 class ProbPath(Protocol):
     """A conditional probability path between coupled samples:
-    ``sample(x0, x1, t) -> PathSample``. Affine paths are built from a schedule
-    (``mfm_core.paths.AffinePath``)."""
+    ``sample(x0, x1, t) -> PathSample`` (the core also accepts ``(x_t, u_t)``). Affine paths
+    are built from a schedule (``mfm_core.paths.AffinePath``)."""
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample: ...
 
@@ -120,7 +126,9 @@ class Solver(Protocol):
     """Integrates ``dx/dt = field(x, t)`` from ``t=0`` to ``t=1`` starting at ``x0``.
 
     ``describe()`` returns the settings that identify the solver in reports, e.g.
-    ``{"solver": "euler", "steps": 4}``.
+    ``{"solver": "euler", "steps": 4}``. The core also accepts a solver that returns the end
+    point alone (a tensor; it counts the field evaluations itself) and one without
+    ``describe`` (its registered name and parameters are reported).
     """
 
     def __call__(

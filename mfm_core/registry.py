@@ -7,18 +7,20 @@ makes it an error). The built-in components come in through the same entry point
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import functools
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
 import pluggy
 
-from mfm_core import hookspecs
+from mfm_core import adapters, hookspecs
 from mfm_core.errors import ConfigError, PluginError, UnknownComponentError
 from mfm_core.schema import InvalidValue, params_class, structure
 
@@ -62,6 +64,12 @@ class Entry:
         if self.distribution is None:
             return f"plugin '{self.plugin}'"
         return f"{self.distribution} {self.version}"
+
+    def describe(self) -> str:
+        """``coupler 'reverse' (plugin 'reverse' of mfm-coupler-reverse 0.1.0)``: what an error
+        about this component names."""
+        origin = f" of {self.distribution} {self.version}" if self.distribution else ""
+        return f"{self.kind} '{self.name}' (plugin '{self.plugin}'{origin})"
 
 
 def strict_plugins() -> bool:
@@ -109,7 +117,10 @@ class Registry:
             version = ep.dist.version if ep.dist else None
             try:
                 self.add_plugin(ep.load(), ep.name, distribution=dist, version=version)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            # SystemExit too: a plugin calling sys.exit() at import must not end mfm silently.
+            except BaseException as exc:
                 self._report_broken(ep.name, f"from {dist or 'unknown distribution'}", exc)
 
     def _report_broken(self, plugin: str, where: str, exc: BaseException) -> None:
@@ -140,9 +151,9 @@ class Registry:
                 register = functools.partial(self._add_entry, entries[kind], kind, impl.plugin_name)
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
-                except PluginError:
+                except (PluginError, KeyboardInterrupt):
                     raise
-                except Exception as exc:
+                except BaseException as exc:
                     distribution = self._origins.get(impl.plugin_name, (None, None))[0] or "code"
                     self._report_broken(impl.plugin_name, f"{hook_name} in {distribution}", exc)
                     # start again without the broken plugin's partial registrations
@@ -225,7 +236,9 @@ class Registry:
         ``params`` are checked against the factory's keyword parameters (names, types,
         required keys); problems are reported under ``path`` (default: the kind).
         ``provided`` are keywords the runner supplies itself (e.g. ``data_shape``); a
-        config may not set them.
+        config may not set them. The factory runs with this registry as
+        ``current_registry()``, so the parts it names resolve here. Couplers, solvers and
+        paths come back adapted and checked (``mfm_core.adapters``).
         """
         path = path or f"$.{kind}"
         entry = self.get(kind, name, path)
@@ -236,12 +249,14 @@ class Registry:
             raise ConfigError(
                 f"{path}.{clash[0]}: set by mfm from the rest of the config; remove it"
             )
-        cls = params_class(entry.factory, exclude=tuple(provided))
+        factory = adapters.factory(kind, entry.factory)
+        cls = params_class(factory, exclude=tuple(provided))
         if cls is not None:
             checked = structure(params, cls, path)
             params = {a.name: getattr(checked, a.name) for a in attrs.fields(cls)}
+        token = _building.set(self)
         try:
-            return entry.factory(**params, **provided)
+            component = factory(**params, **provided)
         except InvalidValue as exc:  # a factory naming the parameter that is wrong
             raise ConfigError(f"{path}.{exc.name}: {exc.message}") from exc
         except (ValueError, ConfigError) as exc:
@@ -250,8 +265,14 @@ class Registry:
             raise PluginError(
                 f"{path}: {kind} '{name}' from {entry.provider} could not be built: {exc}"
             ) from exc
+        finally:
+            _building.reset(token)
+        return adapters.adapt(kind, component, entry.describe(), entry.name, params)
 
 
+_building: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(
+    "mfm_building", default=None
+)
 _default: Registry | None = None
 
 
@@ -261,6 +282,28 @@ def get_registry() -> Registry:
     if _default is None:
         _default = Registry()
     return _default
+
+
+def current_registry() -> Registry:
+    """The registry that is building a component right now, else the process-wide one.
+
+    A component resolves the named parts it is given (a coupler's ``cost``, reflow's
+    ``solver``) through this in its constructor, so that a component built by an isolated
+    registry sees only what that registry holds.
+    """
+    return _building.get() or get_registry()
+
+
+@contextlib.contextmanager
+def using_registry(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the process-wide one inside the ``with`` block (a run started there
+    builds its components through it); the previous one comes back afterwards."""
+    global _default
+    previous, _default = _default, registry
+    try:
+        yield registry
+    finally:
+        _default = previous
 
 
 def create(kind: str, name: str, /, **params: Any) -> Any:

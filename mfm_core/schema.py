@@ -205,5 +205,6 @@ def params_class(factory: Callable[..., Any], exclude: tuple[str, ...] = ()) -> 
             continue
         default = attrs.NOTHING if param.default is param.empty else param.default
         fields[name] = attrs.field(type=hints.get(name, Any), default=default)
-    name = f"{getattr(factory, '__name__', 'Factory')}Params"
+    name = getattr(factory, "__name__", "")
+    name = f"{name if name.isidentifier() else 'Factory'}Params"  # a lambda's is <lambda>
     return attrs.make_class(name, fields, kw_only=True, frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+import torch
 
 import mfm_core
 from mfm_core import hookimpl
@@ -13,12 +14,16 @@ from mfm_core.registry import ENTRY_POINT_GROUP, PluginWarning, Registry
 
 
 class Doubler:
-    """A toy coupler with one typed parameter."""
+    """A toy coupler with one typed parameter: pairs noise i with data (factor * i) mod k."""
 
     def __init__(self, *, factor: int = 2) -> None:
         if factor < 1:
             raise ValueError(f"factor must be >= 1, got {factor}")
         self.factor = factor
+
+    def __call__(self, x0, x1):
+        i = torch.arange(len(x0))
+        return i, (self.factor * i) % len(x0)
 
 
 class ToyPlugin:
@@ -49,7 +54,8 @@ def fresh(*plugins, strict=False) -> Registry:
 def test_plugin_object_registers_and_builds_components():
     registry = fresh(ToyPlugin())
     built = registry.create("coupler", "doubler", {"factor": 3})
-    assert isinstance(built, Doubler) and built.factor == 3
+    assert isinstance(built.inner, Doubler) and built.factor == 3
+    assert built(torch.zeros(4, 1), torch.zeros(4, 1)).j.tolist() == [0, 3, 2, 1]
     entry = registry.get("coupler", "doubler")
     assert (entry.distribution, entry.version, entry.plugin) == ("dist0", "1.0", "p0")
     assert registry.names("coupler") == ["doubler"]
@@ -227,3 +233,95 @@ def test_a_first_party_plugin_that_is_not_installed_is_named() -> None:
     registry = Registry(load_entry_points=False)
     with pytest.raises(UnknownComponentError, match="pip install ./plugins/mfm-coupling-sinkhorn"):
         registry.get("coupler", "sinkhorn", "$.coupler")
+
+
+def _module_entry_point(monkeypatch, tmp_path, name: str, source: str):
+    """An entry point ``name`` whose module holds ``source``, with the built-ins beside it."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _fake_entry_points(
+        monkeypatch,
+        importlib.metadata.EntryPoint(name, name, ENTRY_POINT_GROUP),
+        importlib.metadata.EntryPoint("builtin", "mfm_core.default_plugins", ENTRY_POINT_GROUP),
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ("import sys\nsys.exit(0)\n", "SystemExit: 0"),
+        ("raise SystemExit('bye')\n", "SystemExit: bye"),
+        ("class Odd(BaseException):\n    pass\nraise Odd('odd')\n", "Odd: odd"),
+    ],
+)
+def test_a_plugin_raising_any_base_exception_at_import_is_a_broken_plugin(
+    monkeypatch, tmp_path, source, shown
+):
+    name = f"mfm_exiting_{abs(hash(source))}"
+    _module_entry_point(monkeypatch, tmp_path, name, source)
+    with pytest.warns(PluginWarning, match=f"plugin '{name}' .* failed to load: {shown}"):
+        registry = Registry(strict=False)
+    assert "exact" in registry.names("coupler")
+    assert list(registry.broken) == [name]
+
+    with pytest.raises(PluginError, match=f"plugin '{name}' .* failed to load: {shown}"):
+        Registry(strict=True)
+
+
+def test_keyboard_interrupt_while_loading_a_plugin_is_not_swallowed(monkeypatch, tmp_path):
+    _module_entry_point(monkeypatch, tmp_path, "mfm_interrupted", "raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        Registry(strict=False)
+
+
+class ExitingHookPlugin:
+    @hookimpl
+    def register_couplers(self, register):
+        raise SystemExit(3)
+
+
+def test_a_hook_raising_system_exit_is_a_broken_plugin():
+    registry = fresh(ExitingHookPlugin(), OtherToyPlugin())
+    with pytest.warns(PluginWarning, match=r"plugin 'p0' .*SystemExit: 3"):
+        assert registry.names("coupler") == ["doubler"]
+
+
+class ManhattanPlugin:
+    """A cost of its own, and nothing else."""
+
+    @hookimpl
+    def register_costs(self, register):
+        register("manhattan", lambda a, b: torch.cdist(a, b, p=1.0))
+
+
+def test_a_coupler_resolves_its_cost_through_the_registry_that_builds_it():
+    import mfm_core.default_plugins
+
+    isolated = Registry(load_entry_points=False)
+    isolated.add_plugin(mfm_core.default_plugins, "builtin")
+    isolated.add_plugin(ManhattanPlugin(), "manhattan")
+    coupler = isolated.create("coupler", "exact", {"cost": "manhattan"})
+    x0, x1 = torch.randn(6, 2), torch.randn(6, 2)
+    assert coupler(x0, x1).cost == pytest.approx(
+        mfm_core.create("coupler", "exact", cost="l1")(x0, x1).cost
+    )
+    # the process-wide registry does not hold the isolated registry's cost
+    with pytest.raises(ConfigError, match=r"cost: expected one of the installed costs"):
+        mfm_core.create("coupler", "exact", cost="manhattan")
+
+    # and an isolated registry without the built-in costs does not see the process's
+    class Identity(mfm_core.PairCoupler):
+        def pairs(self, costs, x0, x1):
+            return torch.arange(len(x0)), torch.arange(len(x0))
+
+    class IdentityPlugin:
+        @hookimpl
+        def register_couplers(self, register):
+            register("identity", Identity)
+
+    bare = Registry(load_entry_points=False)
+    bare.add_plugin(ManhattanPlugin(), "manhattan")
+    bare.add_plugin(IdentityPlugin(), "identity")
+    assert bare.create("coupler", "identity", {"cost": "manhattan"}).cost == "manhattan"
+    with pytest.raises(ConfigError, match=r"installed costs 'manhattan', got 'sqeuclidean'"):
+        bare.create("coupler", "identity")

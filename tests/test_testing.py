@@ -1,12 +1,18 @@
-"""mfm_core.testing.check_coupler: passes the built-ins, catches broken couplers."""
+"""mfm_core.testing: check_coupler passes the built-ins and catches broken couplers; the
+helpers and fixtures plugin authors use (isolated registry, tiny config, a short run)."""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
-from mfm_core import create
-from mfm_core.couplers.base import PairCoupler
-from mfm_core.protocols import Coupling
-from mfm_core.testing import check_coupler
+from mfm_core import Coupling, PairCoupler, check_coupler, create
+from mfm_core.testing import isolated_registry, train_briefly
 
 
 @pytest.mark.parametrize("name", ["independent", "exact", "stable", "heuristic"])
@@ -20,7 +26,7 @@ class _Broken(PairCoupler):
         self.mistake = mistake
         self.is_permutation = mistake != "claims-nothing"
 
-    def _pairs(self, costs, x0, x1):
+    def pairs(self, costs, x0, x1):
         k = len(x0)
         i = torch.arange(k)
         if self.mistake == "duplicates":
@@ -37,7 +43,7 @@ class _Broken(PairCoupler):
 @pytest.mark.parametrize(
     ("mistake", "message"),
     [
-        ("duplicates", "declares a permutation"),
+        ("duplicates", "declares a permutation .* uses an index twice"),
         ("out-of-range", "outside"),
         ("random-unseeded", "same torch.manual_seed"),
     ],
@@ -77,7 +83,7 @@ def test_a_coupler_that_leaks_autograd_is_caught() -> None:
 
 
 class _Substitute:
-    """Pairs x0 with samples of its own (like reflow): ``Coupling.gathered``."""
+    """Pairs x0 with samples of its own (like reflow): ``Coupling.samples``."""
 
     def __init__(self, mistake: str = "") -> None:
         self.mistake = mistake
@@ -98,23 +104,115 @@ class _Substitute:
         i = torch.arange(k)
         if self.mistake == "out-of-range":
             x0, made = x0[:1], made[:1]
-        return Coupling(i=i, j=i, is_permutation=True, gathered=(x0, made, keep))
+        return Coupling(i=i, j=i, is_permutation=True, samples=(x0, made, keep))
 
 
-def test_a_coupler_with_gathered_tensors_conforms() -> None:
+def test_a_coupler_bringing_its_samples_conforms() -> None:
     check_coupler(_Substitute())
 
 
 @pytest.mark.parametrize(
     ("mistake", "message"),
     [
-        ("leaks", "gathered x1 requires grad"),
+        ("leaks", "samples whose x1 requires grad"),
         ("unseeded", "same torch.manual_seed"),
         ("short", "same shape"),
         ("drops-labels", "dropped them"),
         ("out-of-range", "outside"),
     ],
 )
-def test_broken_gathered_couplings_are_caught(mistake: str, message: str) -> None:
+def test_broken_couplings_bringing_samples_are_caught(mistake: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check_coupler(_Substitute(mistake))
+
+
+def test_the_pytest_plugin_is_declared_for_pytest_to_load() -> None:
+    (point,) = importlib.metadata.entry_points(group="pytest11", name="mfm")
+    assert point.value == "mfm_core.testing.pytest_plugin"
+    assert point.dist is not None and point.dist.name == "mfm"
+
+
+def test_a_plugin_test_file_needs_no_setup(tmp_path: Path) -> None:
+    """A test file of a plugin's own, run by a fresh pytest: the fixtures come from mfm."""
+    (tmp_path / "test_mine.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from mfm_core import hookimpl
+
+
+            def flipped(x0, x1):
+                return torch.arange(len(x0)), torch.arange(len(x0)).flip(0)
+
+
+            class Mine:
+                @hookimpl
+                def register_couplers(self, register):
+                    register("flipped", flipped)
+
+
+            def test_registry(mfm_registry):
+                registry = mfm_registry(Mine())
+                assert "flipped" in registry.names("coupler")
+                assert "exact" in registry.names("coupler")
+                assert "sinkhorn" not in registry.names("coupler")  # nothing else installed
+                j = registry.create("coupler", "flipped")(torch.randn(3, 2), torch.randn(3, 2)).j
+                assert j.tolist() == [2, 1, 0]
+
+
+            def test_tiny_config(mfm_tiny_config):
+                assert 'name = "exact"' in mfm_tiny_config.read_text()
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_isolated_registry_holds_the_builtins_and_the_named_entry_point_only(
+    monkeypatch, tmp_path: Path
+) -> None:
+    (tmp_path / "mfm_toy_plugin.py").write_text(
+        "import torch\nfrom mfm_core import hookimpl\n\n"
+        "@hookimpl\ndef register_couplers(register):\n"
+        "    register('toy', lambda x0, x1: (torch.arange(len(x0)),) * 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = {
+        "toy": importlib.metadata.EntryPoint("toy", "mfm_toy_plugin", "mfm.plugins"),
+        "other": importlib.metadata.EntryPoint("other", "no_such_module_xyz", "mfm.plugins"),
+    }
+
+    def entry_points(*, group, name):
+        assert group == "mfm.plugins"
+        return [points[name]] if name in points else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    registry = isolated_registry("toy")
+    assert registry.get("coupler", "exact").distribution == "mfm"
+    assert registry.get("coupler", "toy").plugin == "toy"
+    assert registry.broken == {}  # "other", installed but not asked for, is never loaded
+    with pytest.raises(LookupError, match="no installed plugin named 'nowhere'"):
+        isolated_registry("nowhere")
+
+
+def test_train_briefly_trains_and_evaluates(tmp_path: Path) -> None:
+    run = train_briefly("coupler.name=independent", steps=2, directory=tmp_path)
+    assert len(run.losses) == 2 and all(loss > 0 for loss in run.losses)
+    assert run.metrics["train"]["steps"] == 2
+    assert 'name = "independent"' in (run.run_dir / "config.toml").read_text()
+
+
+def test_mfm_train_fixture_runs_in_fresh_directories(mfm_train) -> None:
+    first = mfm_train(steps=1)
+    second = mfm_train("coupler.name=stable", steps=1)
+    assert first.run_dir != second.run_dir and len(second.losses) == 1

@@ -1,7 +1,7 @@
 """Couplers: how noise and data samples are paired inside a minibatch."""
 
 from mfm_core.couplers.base import PairCoupler
-from mfm_core.couplers.costs import COSTS, cost_matrix
+from mfm_core.couplers.costs import cost_matrix, resolve_cost
 from mfm_core.couplers.exact import ExactCoupler
 from mfm_core.couplers.heuristic import HeuristicCoupler
 from mfm_core.couplers.independent import IndependentCoupler
@@ -9,7 +9,6 @@ from mfm_core.couplers.reflow import ReflowCoupler
 from mfm_core.couplers.stable import StableCoupler
 
 __all__ = [
-    "COSTS",
     "ExactCoupler",
     "HeuristicCoupler",
     "IndependentCoupler",
@@ -17,4 +16,5 @@ __all__ = [
     "ReflowCoupler",
     "StableCoupler",
     "cost_matrix",
+    "resolve_cost",
 ]

@@ -8,31 +8,13 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
-from mfm_core.couplers.costs import check_cost, cost_matrix
+from mfm_core.adapters import check_inputs
+from mfm_core.couplers.costs import CostFunction, cost_matrix, resolve_cost
+from mfm_core.errors import PluginError
 from mfm_core.protocols import Coupling
 from mfm_core.schema import InvalidValue
 
 Scope = Literal["local", "global"]
-
-
-def check_inputs(x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> None:
-    """A coupler's inputs: k >= 1 samples of one shape on each side, one label per sample.
-    Raises ``ValueError`` saying what does not fit."""
-    if x0.dim() == 0 or x1.dim() == 0 or len(x0) != len(x1) or len(x0) == 0:
-        raise ValueError(
-            "x0 and x1 must hold the same positive number of samples, got shapes "
-            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
-        )
-    if x0.shape[1:] != x1.shape[1:]:
-        raise ValueError(
-            "x0 and x1 must have the same per-sample shape, got shapes "
-            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
-        )
-    if cond is not None and (cond.dim() != 1 or len(cond) != len(x1)):
-        raise ValueError(
-            f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
-            f"for {len(x1)} samples"
-        )
 
 
 class PairCoupler(abc.ABC):
@@ -40,8 +22,13 @@ class PairCoupler(abc.ABC):
 
     ``__call__(x0, x1, cond)`` takes ``x0`` and ``x1`` of shape (k, ...) with the same
     per-sample shape, computes the (k, k) cost matrix when ``cost`` names a cost (see
-    ``mfm_core.couplers.costs``), and asks ``_pairs`` for the indices. Subclasses implement
-    ``_pairs`` and set ``is_permutation`` (true when every sample is used exactly once).
+    ``mfm_core.couplers.costs``), and asks ``pairs`` for the indices. Subclasses implement
+    ``pairs`` and set ``is_permutation`` (true when every sample is used exactly once).
+
+    A subclass that takes parameters calls ``super().__init__(cost=..., within_class=...,
+    scope=...)`` from its own ``__init__``: that resolves the cost once, through the registry
+    that builds the coupler, and checks the options. A subclass without an ``__init__`` of its
+    own inherits this one (so its TOML keys are ``cost``, ``within_class`` and ``scope``).
 
     Options every pairing coupler shares:
 
@@ -54,16 +41,12 @@ class PairCoupler(abc.ABC):
     - ``scope``: ``"local"`` couples each process's batch. ``"global"`` under
       ``torch.distributed``: every rank's samples are gathered, rank 0 solves one coupling of
       the whole batch (the concatenation in rank order), and each rank gets an equal,
-      contiguous share of the pairs, which index the gathered batch (``Coupling.gathered``;
+      contiguous share of the pairs, which index the gathered batch (``Coupling.samples``;
       ``Coupling.pairs`` returns the rank's training pairs). The pairs are those a single
       process finds on the concatenated batch with rank 0's random state. Without an
       initialised process group, global is local.
     """
 
-    # Class defaults, so a subclass that does not call ``__init__`` still works.
-    cost: str | None = None
-    within_class: bool = True
-    scope: Scope = "local"
     is_permutation: bool = True
     # True for couplers that solve on the CPU (scipy): the cost matrix then crosses from the
     # device once, before the batch is split into classes, not once per class.
@@ -76,7 +59,8 @@ class PairCoupler(abc.ABC):
         within_class: bool = True,
         scope: Scope = "local",
     ) -> None:
-        self.cost = None if cost is None else check_cost(cost)
+        self.cost = cost
+        self.cost_function: CostFunction | None = None if cost is None else resolve_cost(cost)
         if scope not in ("local", "global"):
             raise InvalidValue("scope", f"expected 'local' or 'global', got {scope!r}")
         self.within_class = within_class
@@ -86,17 +70,22 @@ class PairCoupler(abc.ABC):
     def __call__(
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
     ) -> Coupling:
+        if "cost_function" not in self.__dict__:
+            raise PluginError(
+                f"{type(self).__name__}.__init__ must call super().__init__(cost=..., "
+                "within_class=..., scope=...)"
+            )
         check_inputs(x0, x1, cond)
         if self.scope == "global" and dist.is_available() and dist.is_initialized():
             return self._couple_global(x0, x1, cond)
         return self._couple(x0, x1, cond)
 
     def _couple(self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> Coupling:
-        costs = None if self.cost is None else cost_matrix(x0, x1, self.cost)
+        costs = None if self.cost_function is None else cost_matrix(x0, x1, self.cost_function)
         if costs is not None and self.solves_on_host:
             costs = costs.cpu()
         if cond is None or not self.within_class:
-            i, j = self._pairs(costs, x0, x1)
+            i, j = self.pairs(costs, x0, x1)
         else:
             i, j = self._pairs_within_classes(costs, x0, x1, cond)
         mean_cost = None if costs is None else costs[i, j].mean().item()
@@ -115,7 +104,7 @@ class PairCoupler(abc.ABC):
                 pieces_j.append(members)
                 continue
             sub_costs = None if costs is None else costs[members][:, members]
-            i, j = self._pairs(sub_costs, x0[members], x1[members])
+            i, j = self.pairs(sub_costs, x0[members], x1[members])
             pieces_i.append(members[i.to(members.device)])
             pieces_j.append(members[j.to(members.device)])
         return torch.cat(pieces_i), torch.cat(pieces_j)
@@ -150,11 +139,11 @@ class PairCoupler(abc.ABC):
             j=share[1],
             cost=None if cost != cost else cost,
             is_permutation=self.is_permutation,
-            gathered=(gathered_x0, gathered_x1, gathered_cond),
+            samples=(gathered_x0, gathered_x1, gathered_cond),
         )
 
     @abc.abstractmethod
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return index tensors ``(i, j)`` of equal length; ``costs`` is (k, k) or ``None``."""

@@ -9,14 +9,15 @@ parameter accepts every installed cost by name.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from mfm_core.schema import InvalidValue
 
-COSTS: tuple[str, ...] = ("sqeuclidean", "l1", "cosine")
-"""The costs built into mfm; plugins may register more (``mfm plugins`` lists them)."""
+CostFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``cost(a, b) -> C``: (k0, d) and (k1, d) float matrices to the (k0, k1) cost matrix."""
 
 
 def sqeuclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -42,27 +43,18 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
 
 
-def _cost_entries() -> dict:
-    from mfm_core.registry import get_registry  # the registry imports the built-in couplers
+def resolve_cost(cost: str) -> CostFunction:
+    """The cost function registered as ``cost``, looked up in the registry that is building
+    the component (``mfm_core.registry.current_registry``); else ``InvalidValue`` (a
+    ``ValueError``) listing the costs it holds. Components call this once, when built."""
+    from mfm_core.registry import current_registry  # the registry imports the built-ins
 
-    return get_registry().entries["cost"]
-
-
-def _cost_function(cost: str):
-    """The installed cost function named ``cost``; else ``InvalidValue`` (a ``ValueError``)
-    listing the installed ones. One dictionary lookup: it runs at every coupling."""
-    entry = _cost_entries().get(cost)
+    entries = current_registry().entries["cost"]
+    entry = entries.get(cost)
     if entry is None:
-        choices = ", ".join(repr(name) for name in sorted(_cost_entries()))
+        choices = ", ".join(repr(name) for name in sorted(entries))
         raise InvalidValue("cost", f"expected one of the installed costs {choices}, got {cost!r}")
     return entry.factory
-
-
-def check_cost(cost: str) -> str:
-    """Return ``cost`` if it names an installed cost, else raise ``InvalidValue`` (a
-    ``ValueError``) listing them."""
-    _cost_function(cost)
-    return cost
 
 
 def _flatten(x: torch.Tensor) -> torch.Tensor:
@@ -71,15 +63,18 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).to(dtype)
 
 
-def cost_matrix(x0: torch.Tensor, x1: torch.Tensor, cost: str = "sqeuclidean") -> torch.Tensor:
+def cost_matrix(
+    x0: torch.Tensor, x1: torch.Tensor, cost: str | CostFunction = "sqeuclidean"
+) -> torch.Tensor:
     """The cost ``C[i, j] = c(x0[i], x1[j])`` between flattened samples.
 
     ``x0``: (k0, ...), ``x1``: (k1, ...) with the same per-sample shape. Returns (k0, k1) on the
-    inputs' device, in float32 (float64 for float64 inputs). ``cost`` names an installed cost:
-    built in are ``"sqeuclidean"`` ``|a - b|^2``, ``"l1"`` ``sum |a - b|`` and ``"cosine"``
-    ``1 - <a, b> / (|a| |b|)``.
+    inputs' device, in float32 (float64 for float64 inputs). ``cost`` is a cost function or the
+    name of an installed one (looked up at each call; a coupler resolves its cost once with
+    ``resolve_cost``): built in are ``"sqeuclidean"`` ``|a - b|^2``, ``"l1"`` ``sum |a - b|``
+    and ``"cosine"`` ``1 - <a, b> / (|a| |b|)``.
     """
-    function = _cost_function(cost)
+    function = resolve_cost(cost) if isinstance(cost, str) else cost
     if x0.shape[1:] != x1.shape[1:]:
         raise ValueError(
             f"x0 and x1 must have the same per-sample shape, got {tuple(x0.shape[1:])} "

@@ -107,7 +107,7 @@ class ExactCoupler(PairCoupler):
             )
         self.backend = backend
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # The base class has already moved the costs to the CPU (solves_on_host); both

@@ -120,7 +120,7 @@ class HeuristicCoupler(PairCoupler):
         super().__init__(cost=cost, within_class=within_class, scope=scope)
         self.max_sweeps = max_sweeps
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.arange(len(costs), device=costs.device), local_search(costs, self.max_sweeps)

@@ -19,7 +19,7 @@ class IndependentCoupler(PairCoupler):
     def __init__(self, *, within_class: bool = True, scope: Scope = "local") -> None:
         super().__init__(cost=None, within_class=within_class, scope=scope)
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         identity = torch.arange(len(x0), device=x0.device)

@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 
-from mfm_core.config import Component, load_config
-from mfm_core.couplers.base import check_inputs
+from mfm_core.adapters import check_inputs
+from mfm_core.config import Component
 from mfm_core.errors import MfmError
 from mfm_core.protocols import Coupling, Solver
-from mfm_core.registry import get_registry
-from mfm_core.runner.checkpoint import list_checkpoints
-from mfm_core.runner.rundir import CHECKPOINTS, CONFIG_FILE
+from mfm_core.registry import current_registry
 from mfm_core.schema import InvalidValue, converter
+
+
+class Teacher(Protocol):
+    """A trained run, as the runner's loader gives it to ``reflow``.
+
+    ``run``: its directory; ``shape``: one sample's shape; ``conditional``: whether its model
+    needs labels; ``solver`` and ``guidance``: its config's top-level solver and
+    ``eval.guidance``. ``solve`` integrates ``x0`` (k, ...) with ``solver`` on the teacher's
+    field (loading the model on first use, onto ``x0``'s device) and returns ``Phi(x0)``.
+    """
+
+    run: str
+    shape: tuple[int, ...]
+    conditional: bool
+    solver: Component
+    guidance: float
+
+    def solve(
+        self, solver: Solver, x0: torch.Tensor, labels: torch.Tensor | None, guidance: float
+    ) -> torch.Tensor: ...
+
+
+LoadTeacher = Callable[[str], Teacher]
+"""``load_teacher(run)``: the trained run in directory ``run``; raises ``InvalidValue`` for
+``run`` when it is not one."""
 
 
 class ReflowCoupler:
@@ -44,37 +67,30 @@ class ReflowCoupler:
     """
 
     def __init__(
-        self, *, run: str, solver: Component | None = None, guidance: float | None = None
+        self,
+        *,
+        run: str,
+        solver: Component | None = None,
+        guidance: float | None = None,
+        load_teacher: LoadTeacher | None = None,
     ) -> None:
-        run_dir = Path(run).expanduser()
-        if not (run_dir / CONFIG_FILE).is_file():
-            problem = "does not exist" if not run_dir.exists() else f"holds no {CONFIG_FILE}"
+        if load_teacher is None:
             raise InvalidValue(
-                "run", f"{str(run)!r} {problem}; expected the directory of a trained run"
+                "load_teacher",
+                "reflow reads its teacher through the loader the runner provides; build it "
+                "from a config (mfm run), or pass mfm_core.runner.teacher.load_teacher",
             )
-        if not list_checkpoints(run_dir / CHECKPOINTS):
-            raise InvalidValue(
-                "run",
-                f"{str(run)!r} holds no checkpoint in {CHECKPOINTS}/; train the teacher run "
-                "first (or wait for its first checkpoint)",
-            )
-        try:
-            config = load_config(run_dir / CONFIG_FILE)
-        except MfmError as exc:
-            raise InvalidValue("run", f"the teacher's {CONFIG_FILE} is invalid: {exc}") from exc
-        self.run = run_dir.resolve()
-        self.solver = _build_solver(config.solver if solver is None else solver)
-        self.guidance = config.eval.guidance if guidance is None else float(guidance)
-        self._teacher: _Teacher | None = None
+        self.teacher = load_teacher(run)
+        self.run = self.teacher.run
+        self.solver = _build_solver(self.teacher.solver if solver is None else solver)
+        self.guidance = self.teacher.guidance if guidance is None else float(guidance)
 
     @torch.no_grad()
     def __call__(
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
     ) -> Coupling:
         check_inputs(x0, x1, cond)
-        if self._teacher is None:
-            self._teacher = _Teacher(self.run, x0.device)
-        teacher = self._teacher
+        teacher = self.teacher
         if tuple(x0.shape[1:]) != teacher.shape:
             raise ValueError(
                 f"the teacher run {str(self.run)!r} generates samples of shape {teacher.shape}, "
@@ -90,38 +106,7 @@ class ReflowCoupler:
         phi = teacher.solve(self.solver, x0, labels, self.guidance).to(x0.dtype)
         index = torch.arange(len(x0), device=x0.device)
         cost = (phi - x0).flatten(1).pow(2).sum(1).mean().item()
-        return Coupling(i=index, j=index, cost=cost, is_permutation=True, gathered=(x0, phi, cond))
-
-
-class _Teacher:
-    """The teacher run's trained model, and what solving with it needs."""
-
-    def __init__(self, run: Path, device: torch.device) -> None:
-        # The runner's modules bring torch.distributed, plotting and the data loaders: import
-        # them when a reflow coupler is first used, not with every coupler.
-        from mfm_core.runner.run import load_run
-        from mfm_core.runner.train import is_conditional
-
-        # Building the teacher seeds the global RNG (for a model's initial weights, which the
-        # checkpoint then replaces): leave the training run's random state as it was.
-        with torch.random.fork_rng(devices=[]):
-            trained = load_run(run, device=device)
-        config, pipeline, model = trained.config, trained.pipeline, trained.model
-        self.model = model
-        self.shape = tuple(pipeline.target.shape)
-        self.conditional = is_conditional(model)
-        self.precision = config.train.precision
-
-    def solve(
-        self, solver: Solver, x0: torch.Tensor, labels: torch.Tensor | None, guidance: float
-    ) -> torch.Tensor:
-        """``Phi(x0)``: ``solver`` on the teacher's field, on ``x0``'s device."""
-        from mfm_core.runner.evaluate import model_field
-        from mfm_core.runner.train import autocast_dtype
-
-        self.model.to(x0.device)  # nothing to do after the first call on a device
-        dtype = autocast_dtype(self.precision, x0.device)
-        return solver(model_field(self.model, labels, guidance, dtype), x0).x1
+        return Coupling(i=index, j=index, cost=cost, is_permutation=True, samples=(x0, phi, cond))
 
 
 def _build_solver(spec: Component | str | dict[str, Any]) -> Solver:
@@ -129,7 +114,7 @@ def _build_solver(spec: Component | str | dict[str, Any]) -> Solver:
     try:
         if not isinstance(spec, Component):
             spec = converter.structure(spec, Component)
-        return get_registry().create("solver", spec.name, spec.params, path="solver")
+        return current_registry().create("solver", spec.name, spec.params, path="solver")
     except MfmError as exc:
         # The registry names the bad key relative to "solver" ("solver.steps: ..."): hand it
         # on as that key, so the message carries the coupler's path in front of it.

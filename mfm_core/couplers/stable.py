@@ -85,7 +85,7 @@ class StableCoupler(PairCoupler):
         super().__init__(cost=cost, within_class=within_class, scope=scope)
         self.max_rounds = max_rounds
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.arange(len(costs), device=costs.device), gale_shapley(costs, self.max_rounds)

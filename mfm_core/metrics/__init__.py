@@ -6,7 +6,6 @@ from mfm_core.metrics.fid import (
     feature_statistics,
     frechet_distance,
     load_statistics,
-    save_statistics,
 )
 from mfm_core.metrics.flow import Consistency, GradVariance, Straightness, TransportCost
 from mfm_core.metrics.inception import InceptionFeatures
@@ -29,6 +28,5 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "load_statistics",
-    "save_statistics",
     "w2_distance",
 ]

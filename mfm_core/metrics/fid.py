@@ -65,16 +65,9 @@ def feature_statistics(features: torch.Tensor | np.ndarray) -> Statistics:
     return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
-def save_statistics(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarray) -> None:
-    """Write ``mu`` and ``sigma`` to the ``.npz`` file ``path`` (keys ``mu`` and ``sigma``,
-    the format of pytorch-fid's ``--save-stats``)."""
-    with open(path, "wb") as file:
-        np.savez(file, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))
-
-
 def load_statistics(path: str | os.PathLike[str]) -> Statistics:
     """Read ``(mu, sigma)`` from an ``.npz`` file with keys ``mu`` (D,) and ``sigma`` (D, D),
-    as written by ``save_statistics`` or pytorch-fid; any problem is a ``ConfigError`` naming
+    as written by ``mfm fid-stats`` or pytorch-fid; any problem is a ``ConfigError`` naming
     the file."""
     expected = "expected an .npz file with keys mu (D,) and sigma (D, D)"
     if not os.path.isfile(path):

@@ -1,5 +1,5 @@
 """Metrics of the learned flow itself, the quantities Multisample Flow Matching improves:
-straightness, transport cost, gradient variance and consistency (see ../shared/MFM.md).
+straightness, transport cost, gradient variance and consistency.
 
 Each is evaluated for every solver setting of the NFE sweep except ``grad_variance``, which
 does not depend on the solver.

@@ -8,10 +8,12 @@ from typing import Any
 import attrs
 import torch
 
+from mfm_core import adapters
 from mfm_core.config import Component, Config
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Coupler, Dataset, Metric, ProbPath, Solver
 from mfm_core.registry import Registry, get_registry
+from mfm_core.runner.teacher import load_teacher
 from mfm_core.schema import converter
 
 
@@ -40,8 +42,18 @@ COMPONENTS = (
 """The config key and registry kind of every single component of a run."""
 
 
+SERVICES: dict[str, Any] = {"load_teacher": load_teacher}
+"""What the runner gives to any factory that takes a keyword of this name (a config may not
+set it): ``load_teacher(run)`` reads a trained run, for ``reflow``."""
+
+
 def _build(registry: Registry, kind: str, spec: Component, where: str, **provided: Any) -> Any:
-    return registry.create(kind, spec.name, spec.params, path=where, provided=provided)
+    factory = adapters.factory(kind, registry.get(kind, spec.name, where).factory)
+    parameters = inspect.signature(factory).parameters
+    services = {key: value for key, value in SERVICES.items() if key in parameters}
+    return registry.create(
+        kind, spec.name, spec.params, path=where, provided={**services, **provided}
+    )
 
 
 def build_dataset(registry: Registry, spec: Component, where: str, root: str | None) -> Any:

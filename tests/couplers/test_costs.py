@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mfm_core.couplers import COSTS, cost_matrix
+from mfm_core.couplers import cost_matrix
 
 
 def _loop_cost(a: torch.Tensor, b: torch.Tensor, cost: str) -> float:
@@ -13,7 +13,7 @@ def _loop_cost(a: torch.Tensor, b: torch.Tensor, cost: str) -> float:
     return float(1 - (a @ b) / (a.norm() * b.norm()))
 
 
-@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("cost", ["sqeuclidean", "l1", "cosine"])
 def test_cost_matrix_matches_a_direct_loop(cost: str) -> None:
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(5, 3, 2, generator=gen, dtype=torch.float64) + 10.0

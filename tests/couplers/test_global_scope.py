@@ -66,4 +66,4 @@ def test_global_scope_without_a_process_group_is_local() -> None:
     x0, x1, _ = _batch(0)
     local = create("coupler", "exact")(x0, x1)
     coupling = create("coupler", "exact", scope="global")(x0, x1)
-    assert torch.equal(coupling.j, local.j) and coupling.gathered is None
+    assert torch.equal(coupling.j, local.j) and coupling.samples is None

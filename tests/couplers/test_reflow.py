@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from mfm_core.registry import get_registry
 from mfm_core.runner.evaluate import generate
 from mfm_core.runner.run import load_run, resume_run, start_run
 from mfm_core.runner.rundir import read_log
+from mfm_core.runner.teacher import load_teacher
 from mfm_core.testing import check_coupler
 
 # A teacher trained with independent pairs: its flow is curved, so one Euler step is poor.
@@ -64,6 +67,13 @@ def teacher(tmp_path_factory) -> Path:
     return start_run(config, [], root / "runs", progress=False)
 
 
+def _create(**params) -> object:
+    """Build reflow as the runner does: the runner provides the teacher loader."""
+    return get_registry().create(
+        "coupler", "reflow", params, path="$.coupler", provided={"load_teacher": load_teacher}
+    )
+
+
 def _noise(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
 
@@ -97,7 +107,7 @@ def _rk4_by_hand(model: torch.nn.Module, x: torch.Tensor, steps: int) -> torch.T
 def test_pairs_are_the_noise_and_the_teachers_solution(teacher: Path) -> None:
     # The expected pairs come from the teacher's network integrated by hand, not through the
     # project's generate() and solvers.
-    coupler = create("coupler", "reflow", run=str(teacher))
+    coupler = _create(run=str(teacher))
     x0, x1 = _noise(32), _noise(32, seed=1)
     coupling = coupler(x0, x1)
     paired_x0, paired_x1, paired_cond = coupling.pairs(x0, x1)
@@ -110,13 +120,13 @@ def test_pairs_are_the_noise_and_the_teachers_solution(teacher: Path) -> None:
     assert coupling.is_permutation
     assert coupling.cost == pytest.approx((expected - x0).pow(2).sum(1).mean().item(), rel=1e-5)
 
-    other = create("coupler", "reflow", run=str(teacher), solver={"name": "rk4", "steps": 2})
+    other = _create(run=str(teacher), solver={"name": "rk4", "steps": 2})
     _, rk4_x1, _ = other(x0, x1).pairs(x0, x1)
     torch.testing.assert_close(rk4_x1, _rk4_by_hand(model, x0, 2))
 
 
 def test_reflow_conforms_and_leaves_the_global_rng_alone(teacher: Path) -> None:
-    coupler = create("coupler", "reflow", run=str(teacher))
+    coupler = _create(run=str(teacher))
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
@@ -126,13 +136,28 @@ def test_reflow_conforms_and_leaves_the_global_rng_alone(teacher: Path) -> None:
 
 
 def test_a_batch_of_another_shape_is_an_error(teacher: Path) -> None:
-    coupler = create("coupler", "reflow", run=str(teacher))
+    coupler = _create(run=str(teacher))
     with pytest.raises(ValueError, match=r"generates samples of shape \(2,\), .* \(3,\)"):
         coupler(torch.randn(4, 3), torch.randn(4, 3))
 
 
-def _create(**params) -> object:
-    return get_registry().create("coupler", "reflow", params, path="$.coupler")
+def test_reflow_needs_the_runners_loader_and_does_not_import_the_runner(teacher: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^\$\.coupler\.load_teacher: reflow reads its teacher"):
+        get_registry().create("coupler", "reflow", {"run": str(teacher)}, path="$.coupler")
+    with pytest.raises(ConfigError, match=r"^\$\.coupler\.load_teacher: set by mfm"):
+        _create(run=str(teacher), load_teacher="x")
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mfm_core.couplers.reflow; "
+            "print([m for m in sys.modules if m.startswith('mfm_core.runner')])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "[]"
 
 
 def test_config_errors_name_the_key(teacher: Path, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from mfm_core.metrics import (
     feature_statistics,
     frechet_distance,
     load_statistics,
-    save_statistics,
 )
 from mfm_core.protocols import EvalContext, SolveResult
 from mfm_core.registry import create
@@ -124,7 +123,7 @@ def test_statistics_round_trip_through_npz(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     mu, sigma = rng.standard_normal(6), random_covariance(rng, 6)
     path = tmp_path / "stats.npz"
-    save_statistics(path, mu, sigma)
+    np.savez(path, mu=mu, sigma=sigma)
     loaded = load_statistics(path)
     np.testing.assert_array_equal(loaded[0], mu)
     np.testing.assert_array_equal(loaded[1], sigma)
@@ -160,7 +159,8 @@ def test_fid_metric_through_the_registry(tmp_path: Path) -> None:
     assert computed > 0
 
     path = tmp_path / "reference.npz"
-    save_statistics(path, *feature_statistics(reference.flatten(1)))
+    mu, sigma = feature_statistics(reference.flatten(1))
+    np.savez(path, mu=mu, sigma=sigma)
     from_file = create("metric", "fid", features=PixelFeatures(), reference_stats=str(path))
     assert from_file(context(generated, torch.zeros(0))) == pytest.approx(computed, rel=1e-9)
 
@@ -202,7 +202,7 @@ def test_reference_stats_are_checked_when_the_metric_is_built(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"^\$\.metric\.reference_stats: .*nowhere\.npz does not"):
         create("metric", "fid", features=PixelFeatures(), reference_stats="nowhere.npz")
     path = tmp_path / "three.npz"
-    save_statistics(path, np.zeros(3), np.eye(3))
+    np.savez(path, mu=np.zeros(3), sigma=np.eye(3))
     with pytest.raises(ConfigError, match=r"reference_stats: .* are 3-dimensional but the fea"):
         create("metric", "fid", features=PixelFeatures(shape=(2,)), reference_stats=str(path))
 

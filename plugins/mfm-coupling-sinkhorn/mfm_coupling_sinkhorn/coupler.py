@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from mfm_core.couplers.base import PairCoupler
-from mfm_core.schema import InvalidValue
+from mfm_core import InvalidValue, PairCoupler
 
-from mfm_coupling_sinkhorn.sinkhorn import RegMode, check_sinkhorn_params, sinkhorn_plan
+from mfm_coupling_sinkhorn.sinkhorn import RegMode, sinkhorn_param_problem, sinkhorn_plan
 
 Sample = Literal["plan", "permutation"]
 
@@ -28,7 +27,7 @@ class SinkhornCoupler(PairCoupler):
     in cost units (``"absolute"``); small ``reg`` approaches the exact coupling, large
     ``reg`` the independent one. ``max_iter``, ``tol`` and ``check_every`` control the
     Sinkhorn iterations. ``cost``, ``within_class`` and ``scope`` are those of every
-    pairing coupler (``mfm_core.couplers.base.PairCoupler``).
+    pairing coupler (``mfm_core.PairCoupler``).
     """
 
     def __init__(
@@ -47,7 +46,9 @@ class SinkhornCoupler(PairCoupler):
         if cost is None:
             raise InvalidValue("cost", "must name a cost: the plan is computed from the costs")
         super().__init__(cost=cost, within_class=within_class, scope=scope)
-        check_sinkhorn_params(reg, reg_mode, max_iter, tol, check_every)
+        problem = sinkhorn_param_problem(reg, reg_mode, max_iter, tol, check_every)
+        if problem is not None:
+            raise InvalidValue(*problem)
         if sample not in ("plan", "permutation"):
             raise InvalidValue("sample", f"must be 'plan' or 'permutation', got {sample!r}")
         self.reg = reg
@@ -58,7 +59,7 @@ class SinkhornCoupler(PairCoupler):
         self.sample = sample
         self.is_permutation = sample == "permutation"
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         result = sinkhorn_plan(

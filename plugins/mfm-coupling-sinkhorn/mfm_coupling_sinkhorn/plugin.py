@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from mfm_core import hookimpl
-from mfm_core.hookspecs import Register
+from mfm_core import Register, hookimpl
 
 from mfm_coupling_sinkhorn.coupler import SinkhornCoupler
 

@@ -34,7 +34,6 @@ from typing import Literal
 
 import attrs
 import torch
-from mfm_core.schema import InvalidValue
 
 RegMode = Literal["relative", "absolute"]
 
@@ -83,20 +82,21 @@ class SinkhornResult:
         return self.plan.log()
 
 
-def check_sinkhorn_params(
+def sinkhorn_param_problem(
     reg: float, reg_mode: str, max_iter: int, tol: float, check_every: int
-) -> None:
-    """Raise ``InvalidValue`` (a ``ValueError``) naming the first parameter out of range."""
+) -> tuple[str, str] | None:
+    """The first parameter out of range and what is wrong with it, or ``None``."""
     if not reg > 0 or not math.isfinite(reg):
-        raise InvalidValue("reg", f"must be a positive number, got {reg}")
+        return "reg", f"must be a positive number, got {reg}"
     if reg_mode not in ("relative", "absolute"):
-        raise InvalidValue("reg_mode", f"must be 'relative' or 'absolute', got {reg_mode!r}")
+        return "reg_mode", f"must be 'relative' or 'absolute', got {reg_mode!r}"
     if max_iter < 1:
-        raise InvalidValue("max_iter", f"must be at least 1, got {max_iter}")
+        return "max_iter", f"must be at least 1, got {max_iter}"
     if not tol > 0:
-        raise InvalidValue("tol", f"must be positive, got {tol}")
+        return "tol", f"must be positive, got {tol}"
     if check_every < 1:
-        raise InvalidValue("check_every", f"must be at least 1, got {check_every}")
+        return "check_every", f"must be at least 1, got {check_every}"
+    return None
 
 
 def _epsilon(reg: float, reg_mode: str, mean_cost: float, dtype: torch.dtype) -> float:
@@ -124,7 +124,9 @@ def sinkhorn_plan(
     marginals is below ``tol``, or after ``max_iter`` iterations. Runs on the device and in
     the floating dtype of ``costs`` (half precision is computed in float32).
     """
-    check_sinkhorn_params(reg, reg_mode, max_iter, tol, check_every)
+    problem = sinkhorn_param_problem(reg, reg_mode, max_iter, tol, check_every)
+    if problem is not None:
+        raise ValueError(f"{problem[0]}: {problem[1]}")
     if costs.dim() != 2 or costs.numel() == 0:
         raise ValueError(f"costs must be a non-empty (k0, k1) matrix, got {tuple(costs.shape)}")
     costs = costs.to(torch.promote_types(costs.dtype, torch.float32))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,59 +17,19 @@ from mfm_core.cli import main
 import mfm_coupling_sinkhorn.plugin
 from mfm_coupling_sinkhorn import SinkhornCoupler
 
-TINY = """
-[data]
-source = { name = "gaussian", shape = [2] }
-target = "checkerboard"
-
-[coupler]
-name = "sinkhorn"
-reg = 0.02
-
-[model]
-name = "mlp"
-hidden = [16, 16]
-
-[solver]
-name = "euler"
-steps = 2
-
-[train]
-steps = 12
-batch_size = 64
-lr = 1e-3
-seed = 3
-device = "cpu"
-checkpoint_every = 12
-
-[eval]
-num_samples = 64
-loss_batches = 1
-trajectories = 4
-metrics = ["w2"]
-solvers = [{ name = "euler", steps = 1 }]
-"""
-
 
 @pytest.fixture
-def tiny_config(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return path
-
-
-@pytest.fixture
-def registry() -> Registry:
-    """A registry holding only this plugin, as a third-party author tests without installing."""
-    registry = Registry(load_entry_points=False)
-    registry.add_plugin(mfm_coupling_sinkhorn.plugin)
-    return registry
+def registry(mfm_registry) -> Registry:
+    """The built-ins and this plugin only, as a third-party author tests without installing
+    (``mfm_registry`` comes from mfm's pytest plugin, ``mfm_core.testing``)."""
+    return mfm_registry(mfm_coupling_sinkhorn.plugin)
 
 
 def test_the_hook_registers_the_coupler_by_name(registry) -> None:
-    assert registry.names("coupler") == ["sinkhorn"]
+    assert "sinkhorn" in registry.names("coupler")
+    assert registry.get("coupler", "sinkhorn").factory is SinkhornCoupler
     coupler = registry.create("coupler", "sinkhorn", {"reg": 0.1, "sample": "permutation"})
-    assert isinstance(coupler, SinkhornCoupler)
+    assert isinstance(coupler.inner, SinkhornCoupler)
     assert coupler.reg == 0.1 and coupler.is_permutation
     coupling = coupler(torch.randn(8, 2), torch.randn(8, 2))
     assert sorted(coupling.j.tolist()) == list(range(8))
@@ -120,15 +79,24 @@ def test_mfm_plugins_lists_the_installed_coupler(capsys) -> None:
     assert "sinkhorn" not in report["broken"]
 
 
-def test_a_config_naming_sinkhorn_validates_and_runs(tiny_config, tmp_path, capsys) -> None:
+def test_a_config_naming_sinkhorn_validates_and_runs(mfm_tiny_config, tmp_path, capsys) -> None:
     installed()
-    assert main(["validate", str(tiny_config), "coupler.sample=permutation"]) == 0
+    overrides = ["coupler.name=sinkhorn", "coupler.reg=0.02", "train.steps=12"]
+    assert main(["validate", str(mfm_tiny_config), *overrides]) == 0
     out = capsys.readouterr().out
     assert "coupler      sinkhorn (mfm-coupling-sinkhorn" in out
 
     runs = tmp_path / "runs"
-    assert main(["run", str(tiny_config), "--runs", str(runs), "--quiet"]) == 0
+    assert main(["run", str(mfm_tiny_config), *overrides, "--runs", str(runs), "--quiet"]) == 0
     (run_dir,) = runs.iterdir()
     assert 'name = "sinkhorn"' in (run_dir / "config.toml").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["final_loss"] > 0
+
+
+@pytest.mark.parametrize("sample", ["plan", "permutation"])
+def test_a_few_steps_train_in_an_isolated_registry(mfm_train, sample) -> None:
+    run = mfm_train(
+        "coupler.name=sinkhorn", f"coupler.sample={sample}", plugins=[mfm_coupling_sinkhorn.plugin]
+    )
+    assert len(run.losses) == 3 and run.metrics["final_loss"] > 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mfm_core import hookimpl
-from mfm_core.couplers.base import PairCoupler
-from mfm_core.hookspecs import Register
+from mfm_core import InvalidValue, PairCoupler, Register, hookimpl
 
 
 class ReverseCoupler(PairCoupler):
@@ -18,12 +16,13 @@ class ReverseCoupler(PairCoupler):
     optional ``shift = 1``.
     """
 
-    def __init__(self, *, shift: int = 0) -> None:
+    def __init__(self, *, shift: int = 0, within_class: bool = True) -> None:
+        super().__init__(cost=None, within_class=within_class)
         if shift < 0:
-            raise ValueError(f"shift must be zero or positive, got {shift}")
+            raise InvalidValue("shift", f"must be zero or positive, got {shift}")
         self.shift = shift
 
-    def _pairs(
+    def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         k = len(x0)

@@ -1,0 +1,356 @@
+"""What the core accepts from a plugin's component, and the one place that normalises it.
+
+The registry passes every coupler, solver and path it builds through :func:`adapt`, so the
+runner can call each one the same way whatever shape its author chose:
+
+- a coupler may be a class, a function returning the coupler, or the coupling function itself
+  (registered as it is); it may take ``(x0, x1)`` or ``(x0, x1, cond)`` (``cond`` is passed
+  only when there are labels, and by keyword); it may return a ``Coupling`` or ``(i, j)``.
+  Its inputs are checked before the call and its result after it, on the device with one host
+  synchronisation: a bad result is a ``PluginError`` naming the coupler and its plugin, never
+  an ``IndexError`` deep in the runner or silently wrong pairs;
+- a solver may return the end point alone (a tensor); the adapter counts the field
+  evaluations and makes the ``SolveResult``; ``describe()`` is optional;
+- a path's ``sample`` may return ``(x_t, u_t)`` instead of a ``PathSample``.
+
+An adapted component forwards every other attribute to the component it wraps (``.inner``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from mfm_core.errors import PluginError
+from mfm_core.protocols import Coupling, Field, PathSample, SolveResult
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _parameters(function: Callable[..., Any]) -> list[inspect.Parameter] | None:
+    try:
+        return list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return None
+
+
+def _is_component_itself(function: Callable[..., Any], arguments: int) -> bool:
+    """A plain function whose first ``arguments`` parameters are positional and required is
+    the coupler (or solver) itself, not a factory: a factory's parameters are keywords."""
+    if inspect.isclass(function):
+        return False
+    parameters = _parameters(function)
+    if parameters is None or len(parameters) < arguments:
+        return False
+    return all(
+        p.kind in _POSITIONAL and p.default is inspect.Parameter.empty
+        for p in parameters[:arguments]
+    )
+
+
+def factory(kind: str, registered: Callable[..., Any]) -> Callable[..., Any]:
+    """The factory the registry calls for ``registered``: ``registered`` itself, or, for a
+    coupling function (``f(x0, x1)``) or solver function (``f(field, x0)``) registered as it
+    is, a factory without parameters that returns it."""
+    if kind in ("coupler", "solver") and _is_component_itself(registered, 2):
+
+        def as_is() -> Callable[..., Any]:
+            return registered
+
+        as_is.__name__ = getattr(registered, "__name__", kind)
+        return as_is
+    return registered
+
+
+def adapt(
+    kind: str,
+    component: Any,
+    label: str | None = None,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    """``component`` as the runner calls it (see the module docstring); other kinds, and a
+    component adapted already, are returned as they are. ``label`` says in errors which
+    component and plugin it is (``coupler 'reverse' (plugin 'reverse' of ...)``); ``name``
+    and ``params`` are its registered name and parameters."""
+    wrapper = {"coupler": CheckedCoupler, "solver": CheckedSolver, "path": CheckedPath}.get(kind)
+    if wrapper is None or isinstance(component, wrapper):
+        return component
+    name = name or getattr(component, "__name__", None) or type(component).__name__
+    return wrapper(component, label or f"{kind} '{name}'", name, params or {})
+
+
+class _Adapted:
+    """Forwards attribute reads to ``inner``: an adapted component keeps its parameters. The
+    adapter's own attributes start with an underscore, so they hide none of the component's."""
+
+    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
+        self.inner = inner
+        self._label = label
+        self._name = name
+        self._params = params
+
+    def __getattr__(self, attribute: str) -> Any:
+        inner = self.__dict__.get("inner")
+        if inner is None or attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return getattr(inner, attribute)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def _fail(self, problem: str) -> PluginError:
+        return PluginError(
+            f"{self._label} {problem}; this is a bug in the plugin (report it to its authors), "
+            "or pick another component"
+        )
+
+
+def check_inputs(x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> None:
+    """A coupler's inputs: k >= 1 samples of one shape on each side, one label per sample.
+    Raises ``ValueError`` saying what does not fit."""
+    if x0.dim() == 0 or x1.dim() == 0 or len(x0) != len(x1) or len(x0) == 0:
+        raise ValueError(
+            "x0 and x1 must hold the same positive number of samples, got shapes "
+            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    if x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            "x0 and x1 must have the same per-sample shape, got shapes "
+            f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    if cond is not None and (cond.dim() != 1 or len(cond) != len(x1)):
+        raise ValueError(
+            f"cond must hold one label per sample, got shape {tuple(cond.shape)} "
+            f"for {len(x1)} samples"
+        )
+
+
+class CheckedCoupler(_Adapted):
+    """Any coupler, called as ``coupler(x0, x1, cond=None) -> Coupling`` with checked inputs
+    and a checked, normalised result (see :meth:`__call__`)."""
+
+    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
+        super().__init__(inner, label, name, params)
+        if not callable(inner):
+            raise self._fail(f"is a {type(inner).__name__}, not a callable coupler(x0, x1)")
+        self._takes_cond = self._check_signature(_parameters(inner))
+
+    def _check_signature(self, parameters: list[inspect.Parameter] | None) -> bool:
+        if parameters is None:
+            return True
+        kinds = {p.kind for p in parameters}
+        if any(p.name == "cond" and p.kind != p.POSITIONAL_ONLY for p in parameters):
+            return True
+        if inspect.Parameter.VAR_KEYWORD in kinds:
+            return True
+        positional = [p for p in parameters if p.kind in _POSITIONAL]
+        if len(positional) < 2 and inspect.Parameter.VAR_POSITIONAL not in kinds:
+            raise self._fail("cannot be called as coupler(x0, x1)")
+        required = [
+            p
+            for p in parameters[2:]
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if required:
+            raise self._fail(
+                f"requires a parameter '{required[0].name}'; a coupler is called as "
+                "coupler(x0, x1) or coupler(x0, x1, cond=labels)"
+            )
+        return False
+
+    def __call__(
+        self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> Coupling:
+        """Couple ``x0`` and ``x1`` (k, ...); ``cond`` (k,) are the labels of ``x1``.
+
+        The result holds one pair per noise sample: ``i`` and ``j`` are LongTensors of
+        length k on the device of ``x0``, within range of the samples they index (the inputs,
+        or ``Coupling.samples``), each index used once when the coupling declares a
+        permutation. A coupler's ``(i, j)`` (tensors, arrays or lists of integers) becomes a
+        ``Coupling`` whose ``is_permutation`` is the coupler's attribute of that name.
+        """
+        check_inputs(x0, x1, cond)
+        if cond is not None and self._takes_cond:
+            result = self.inner(x0, x1, cond=cond)
+        else:
+            result = self.inner(x0, x1)
+        return self._normalise(result, x0, cond)
+
+    def _index(self, value: Any, name: str, device: torch.device) -> torch.Tensor:
+        if isinstance(value, (np.ndarray, list, tuple)):
+            value = torch.as_tensor(np.ascontiguousarray(value))
+        if not isinstance(value, torch.Tensor):
+            raise self._fail(f"returned {name} as a {type(value).__name__}, not a tensor")
+        if (
+            value.dtype in (torch.bool, torch.uint8)
+            or value.is_floating_point()
+            or value.is_complex()
+        ):
+            raise self._fail(f"returned {name} of dtype {value.dtype}; indices are integers")
+        if value.dim() != 1:
+            raise self._fail(f"returned {name} of shape {tuple(value.shape)}; expected (k,)")
+        return value.to(device=device, dtype=torch.long)
+
+    def _normalise(self, result: Any, x0: torch.Tensor, cond: torch.Tensor | None) -> Coupling:
+        if isinstance(result, Coupling):
+            coupling = result
+        elif isinstance(result, tuple) and len(result) == 2:
+            coupling = Coupling(
+                i=result[0],
+                j=result[1],
+                is_permutation=bool(getattr(self.inner, "is_permutation", False)),
+            )
+        else:
+            raise self._fail(
+                f"returned a {type(result).__name__}; expected a Coupling or a pair (i, j)"
+            )
+        k, device = len(x0), x0.device
+        i = self._index(coupling.i, "i", device)
+        j = self._index(coupling.j, "j", device)
+        if len(i) != k or len(j) != k:
+            raise self._fail(
+                f"returned {len(i)} and {len(j)} indices (i and j) for {k} samples; the "
+                "runner needs one pair per noise sample"
+            )
+        n = k if coupling.samples is None else self._check_samples(coupling.samples, x0, cond)
+        self._check_indices(i, j, n, coupling.is_permutation)
+        cost = coupling.cost
+        if isinstance(cost, torch.Tensor) and cost.numel() == 1:
+            cost = cost.item()
+        if cost is not None and not isinstance(cost, (int, float)):
+            raise self._fail(f"returned a cost of type {type(cost).__name__}; expected a float")
+        return Coupling(
+            i=i,
+            j=j,
+            cost=None if cost is None else float(cost),
+            is_permutation=coupling.is_permutation,
+            samples=coupling.samples,
+        )
+
+    def _check_samples(self, samples: Any, x0: torch.Tensor, cond: torch.Tensor | None) -> int:
+        """Check the samples a coupling brings (``Coupling.samples``); return their count."""
+        if not isinstance(samples, tuple) or len(samples) != 3:
+            raise self._fail("returned Coupling.samples that is not a tuple (x0, x1, cond)")
+        s0, s1, s_cond = samples
+        for what, tensor in (("x0", s0), ("x1", s1), ("cond", s_cond)):
+            if tensor is None and what == "cond":
+                continue
+            if not isinstance(tensor, torch.Tensor):
+                raise self._fail(f"returned Coupling.samples whose {what} is not a tensor")
+            if tensor.device != x0.device:
+                raise self._fail(
+                    f"returned Coupling.samples whose {what} is on {tensor.device}, the batch "
+                    f"on {x0.device}"
+                )
+            if tensor.requires_grad:
+                raise self._fail(
+                    f"returned Coupling.samples whose {what} requires grad (autograd leaks "
+                    "through the coupler)"
+                )
+        if s0.shape != s1.shape or s0.shape[1:] != x0.shape[1:]:
+            raise self._fail(
+                f"returned Coupling.samples x0 and x1 of shapes {tuple(s0.shape)} and "
+                f"{tuple(s1.shape)}; both must be samples of the same shape as the batch's"
+            )
+        if cond is not None and s_cond is None:
+            raise self._fail("was given labels but its Coupling.samples dropped them (cond)")
+        if s_cond is not None and s_cond.shape != s0.shape[:1]:
+            raise self._fail("returned Coupling.samples whose cond is not one label per sample")
+        return len(s0)
+
+    def _check_indices(self, i: torch.Tensor, j: torch.Tensor, n: int, permutation: bool) -> None:
+        """Range (and uniqueness for a permutation) of the indices, computed on their device
+        and read with one synchronisation."""
+        checks = [i.min() >= 0, i.max() < n, j.min() >= 0, j.max() < n]
+        if permutation:  # every index at most once (so exactly once when there are n pairs)
+            for index in (i, j):
+                checks.append(torch.bincount(index.clamp(0, n - 1), minlength=n).max() <= 1)
+        ok = torch.stack(checks).tolist()
+        for name, low, high in (("i", ok[0], ok[1]), ("j", ok[2], ok[3])):
+            if not (low and high):
+                raise self._fail(f"returned {name} with indices outside [0, {n})")
+        if permutation and not all(ok[4:]):
+            twice = "i" if not ok[4] else "j"
+            raise self._fail(
+                f"declares a permutation (is_permutation), but {twice} uses an index twice"
+            )
+
+
+class CheckedSolver(_Adapted):
+    """Any solver, called as ``solver(field, x0, *, return_trajectory=False) -> SolveResult``
+    with ``describe()``."""
+
+    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
+        super().__init__(inner, label, name, params)
+        if not callable(inner):
+            raise self._fail(f"is a {type(inner).__name__}, not a callable solver(field, x0)")
+        parameters = _parameters(inner)
+        self._takes_trajectory = parameters is None or any(
+            p.name == "return_trajectory" or p.kind == p.VAR_KEYWORD for p in parameters
+        )
+
+    def __call__(
+        self, field: Field, x0: torch.Tensor, *, return_trajectory: bool = False
+    ) -> SolveResult:
+        if return_trajectory and not self._takes_trajectory:
+            raise self._fail("cannot return a trajectory (it takes no return_trajectory)")
+        evaluations = 0
+
+        def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            return field(*args, **kwargs)
+
+        if return_trajectory:
+            result = self.inner(counted, x0, return_trajectory=True)
+        else:
+            result = self.inner(counted, x0)
+        if isinstance(result, torch.Tensor):
+            result = SolveResult(x1=result, nfe=evaluations)
+        if not isinstance(result, SolveResult):
+            raise self._fail(
+                f"returned a {type(result).__name__}; expected a SolveResult or a tensor"
+            )
+        if result.x1.shape != x0.shape:
+            raise self._fail(
+                f"returned x1 of shape {tuple(result.x1.shape)} for x0 of {tuple(x0.shape)}"
+            )
+        if return_trajectory and result.trajectory is None:
+            raise self._fail("was asked for a trajectory and returned none")
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        """The solver's own ``describe()``, else its registered name and parameters."""
+        describe = getattr(self.inner, "describe", None)
+        if describe is not None:
+            return describe()
+        return {"solver": self._name, **self._params}
+
+
+class CheckedPath(_Adapted):
+    """Any path, sampled as ``path.sample(x0, x1, t) -> PathSample``."""
+
+    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
+        super().__init__(inner, label, name, params)
+        if not callable(getattr(inner, "sample", None)):
+            raise self._fail("has no method sample(x0, x1, t)")
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
+        result = self.inner.sample(x0, x1, t)
+        if isinstance(result, tuple) and len(result) == 2:
+            result = PathSample(x0=x0, x1=x1, t=t, x_t=result[0], u_t=result[1])
+        if not isinstance(result, PathSample):
+            raise self._fail(
+                f"returned a {type(result).__name__} from sample; expected a PathSample or "
+                "(x_t, u_t)"
+            )
+        for what, tensor in (("x_t", result.x_t), ("u_t", result.u_t)):
+            if not isinstance(tensor, torch.Tensor) or tensor.shape != x0.shape:
+                shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tensor
+                raise self._fail(f"returned {what} of shape {shape} for x0 of {tuple(x0.shape)}")
+        return result
