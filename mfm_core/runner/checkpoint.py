@@ -52,19 +52,29 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` for ``step`` and delete all but the ``keep`` newest checkpoints."""
+def save_checkpoint(
+    directory: Path, step: int, state: dict[str, Any], keep: int, owned: list[Path]
+) -> Path:
+    """Write ``state`` for ``step``, read it back, then delete the oldest of ``owned`` (the
+    checkpoints this run wrote or loaded, oldest first; the new one is appended) beyond the
+    ``keep`` newest. Files it did not write or load, e.g. unreadable ones named like later
+    steps, are never counted nor deleted."""
     path = checkpoint_path(directory, step)
     atomic_write(path, lambda handle: torch.save(state, handle))
-    for _, old in list_checkpoints(directory)[keep:]:
-        old.unlink(missing_ok=True)
+    load_checkpoint(path, mmap=True)  # a checkpoint that does not load replaces nothing
+    if path in owned:
+        owned.remove(path)
+    owned.append(path)
+    while len(owned) > keep:
+        owned.pop(0).unlink(missing_ok=True)
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load one checkpoint (tensors and plain data only: no code is unpickled)."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load one checkpoint (tensors and plain data only: no code is unpickled). With
+    ``mmap`` the tensors' data are mapped, not read: a cheap check that the file loads."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
     except Exception as exc:
