@@ -21,3 +21,11 @@ class UnknownComponentError(ConfigError):
 
 class CheckpointError(MfmError):
     """A checkpoint or run directory is missing or unreadable."""
+
+
+class DataError(MfmError):
+    """A data file (an image, an array) is unreadable or holds values that cannot be used."""
+
+
+class SolverError(MfmError):
+    """An ODE solver could not integrate the learned field."""

@@ -447,6 +447,9 @@ def validate_config(
     config = load_config(config_path, overrides)
     registry = registry or get_registry()
     pipeline = _seeded_pipeline(config, registry)
+    verify = getattr(pipeline.target, "verify", None)
+    if callable(verify):  # e.g. every file of an image folder is readable
+        verify()
     env = from_environment()
     resolve_device(config.train.device, env.local_rank)
     sizes = batch_sizes(config.train, env.world_size)
