@@ -22,16 +22,48 @@ def atomic_write(path: Path, write: Any) -> None:
     owner-only ones of a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle = None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as raw:
+            handle = _Recording(raw)
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if handle is not None and handle.error is not None and not isinstance(exc, OSError):
+            # torch.save reports a failed write (a full disk) as a RuntimeError: say what it was
+            error = handle.error
+            raise OSError(error.errno, error.strerror, str(path)) from exc
         raise
+
+
+class _Recording:
+    """A binary file that remembers the OSError of a failed write or flush (writers such as
+    torch.save turn it into another exception)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.raw.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 def _umask() -> int:

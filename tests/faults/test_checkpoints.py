@@ -16,8 +16,7 @@ import torch
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
-
-from .conftest import one_error_line, subprocess_env
+from tests.faults.helpers import one_error_line, subprocess_env
 
 
 def test_junk_checkpoints_named_like_later_steps_are_left_alone(fast_config, tmp_path):

@@ -8,8 +8,7 @@ import math
 import torch
 
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
-
-from .conftest import one_error_line
+from tests.faults.helpers import one_error_line
 
 
 def _all_finite(path) -> bool:

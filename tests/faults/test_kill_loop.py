@@ -17,8 +17,7 @@ from pathlib import Path
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
-
-from .conftest import subprocess_env
+from tests.faults.helpers import FAST, subprocess_env
 
 KILLS = int(os.environ.get("MFM_FAULT_KILLS", "3"))
 STEPS = 100 + 60 * KILLS
@@ -50,8 +49,6 @@ def _kill_during_a_write(command: list[str], run_dir: Path, rng: random.Random) 
 
 def test_sigkill_loop_during_checkpoint_writes_resumes_to_the_same_losses(tmp_path):
     config = tmp_path / "fast.toml"
-    from .conftest import FAST
-
     config.write_text(FAST)
     whole = start_run(config, SETTINGS, tmp_path / "a", progress=False)
     runs = tmp_path / "b"

@@ -16,8 +16,7 @@ from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import create_run_dir, read_log
 from mfm_core.runner.runlock import RunLockedError, run_lock
-
-from .conftest import one_error_line, subprocess_env
+from tests.faults.helpers import one_error_line, subprocess_env
 
 
 def test_numbering_goes_past_any_existing_number(tmp_path):

@@ -13,8 +13,7 @@ from mfm_core.config import apply_overrides, parse_override
 from mfm_core.errors import ConfigError, SolverError
 from mfm_core.runner.run import _sample_format, start_run
 from mfm_core.solvers.adaptive import Dopri5Solver
-
-from .conftest import one_error_line
+from tests.faults.helpers import one_error_line
 
 
 @pytest.mark.parametrize(
@@ -130,13 +129,16 @@ def test_sample_numbers_out_of_range(trained, tmp_path, cli, options, expected):
     assert not out.exists()
 
 
-def test_sample_out_an_existing_directory_or_unwritable(trained, tmp_path, cli):
+def test_sample_out_an_existing_directory_or_not_writable(trained, tmp_path, cli):
     folder = tmp_path / "s.npy"
     folder.mkdir()
     status, err = cli("sample", trained, "--num", "5", "--out", folder)
     assert status == 2 and "existing directory" in one_error_line(err)
-    status, err = cli("sample", trained, "--num", "5", "--out", tmp_path / "no" / "such" / "x.npy")
-    assert status == 2 and "No such file or directory" in one_error_line(err)
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep")
+    status, err = cli("sample", trained, "--num", "5", "--out", blocker / "x.npy")
+    assert status == 2 and str(blocker) in one_error_line(err)
+    assert blocker.read_text() == "keep"
 
 
 def test_sample_png_into_a_non_empty_folder_is_refused(tmp_path):
