@@ -9,11 +9,11 @@ import pickle
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import pytest
 import torch
 
+from mfm_core.config import read_toml
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
@@ -148,7 +148,7 @@ def test_disk_full_on_a_real_small_tmpfs(fast_config, tmp_path):
         assert "disk is full" in one_error_line(lines)
         run_dir = mount / "00000-fast"
         assert not [p for p in run_dir.rglob("*.tmp")]
-        written = tomllib.loads((run_dir / "config.toml").read_text())
+        written = read_toml(run_dir / "config.toml")
         assert written["model"]["hidden"] == [128, 128]  # whole, not cut off by the full disk
     finally:
         subprocess.run(["umount", str(mount)], check=False)
