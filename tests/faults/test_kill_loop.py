@@ -20,7 +20,7 @@ from mfm_core.runner.rundir import read_log
 from tests.faults.helpers import FAST, subprocess_env
 
 KILLS = int(os.environ.get("MFM_FAULT_KILLS", "3"))
-STEPS = 100 + 60 * KILLS
+STEPS = 80 + 40 * KILLS
 SETTINGS = [f"train.steps={STEPS}", "train.checkpoint_every=2", "train.keep_checkpoints=2"]
 
 
@@ -36,11 +36,12 @@ def _kill_during_a_write(command: list[str], run_dir: Path, rng: random.Random) 
         if process.poll() is not None:
             return False
         time.sleep(0.01)
-    wait_until = time.monotonic() + rng.uniform(0.05, 0.5)
+    wait_until = time.monotonic() + rng.uniform(0.02, 0.2)
     checkpoints = run_dir / "checkpoints"
     while time.monotonic() < wait_until + 2:
         if time.monotonic() > wait_until and any(checkpoints.glob(".*.tmp")):
             break
+        time.sleep(0.001)  # leave the CPU to the run
     running = process.poll() is None
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
