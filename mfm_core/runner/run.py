@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
@@ -377,6 +378,8 @@ def sample_run(
         raise ConfigError(f"--batch must be positive, got {batch}")
     if not 0 <= seed < 2**63:
         raise ConfigError(f"--seed must be in 0..2**63-1, got {seed}")
+    if guidance is not None and not math.isfinite(guidance):
+        raise ConfigError(f"--guidance must be a finite number, got {guidance}")
     run = load_run(run_dir, overrides)
     config, pipeline, model = run.config, run.pipeline, run.model
     image = images.is_image_shape(tuple(pipeline.target.shape))

@@ -120,6 +120,7 @@ def trained(fast_config, tmp_path):
         (["--seed", "-1"], "--seed must be in"),
         (["--seed", str(2**70)], "--seed must be in"),
         (["--batch", "0"], "--batch must be positive"),
+        (["--guidance", "nan"], "--guidance must be a finite number"),
     ],
 )
 def test_sample_numbers_out_of_range(trained, tmp_path, cli, options, expected):
