@@ -23,8 +23,9 @@ class CheckpointError(MfmError):
     """A checkpoint or run directory is missing or unreadable."""
 
 
-class DataError(MfmError):
-    """A data file (an image, an array) is unreadable or holds values that cannot be used."""
+class DataError(MfmError, ValueError):
+    """A data file (an image, an array) is unreadable or holds values that cannot be used
+    (a ValueError too, as data sets raise for bad input)."""
 
 
 class SolverError(MfmError):
