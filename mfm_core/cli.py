@@ -7,9 +7,11 @@ Bad input is reported as one line naming what is wrong and where, with exit stat
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from mfm_core.errors import MfmError
 
 EXIT_USER_ERROR = 2
+EXIT_BUG = 1
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -282,18 +285,54 @@ def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Nam
     traceback_wanted = "--traceback" in argv or os.environ.get("MFM_TRACEBACK") == "1"
     if not traceback_wanted:
         warnings.showwarning = _show_warning
+    rank = "" if _is_main_process() else f"[rank {os.environ['RANK']}] "
     try:
         args = parse(argv)
         return args.func(args)
     except MfmError as exc:
         if traceback_wanted:
             raise
-        rank = "" if _is_main_process() else f"[rank {os.environ['RANK']}] "
-        print(f"error: {rank}{exc}", file=sys.stderr)
+        print(f"error: {rank}{_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `mfm plugins | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the file system said no: a full disk, no permission, ...
+        if traceback_wanted:
+            raise
+        print(f"error: {rank}{_os_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"error: {rank}interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"error: {rank}this is a bug in mfm (or in a plugin named in the traceback above); "
+            "please report it to the mfm maintainers with the traceback and the command",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def _one_line(exc: MfmError) -> str:
+    """The message; an error re-raised from a DataLoader worker carries the worker's
+    traceback in its text, of which the last line is the message itself."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].partition(": ")[2] or text
+    return text
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{where}{reason}: the disk is full; free some space and run again (a training run "
+            "continues from its last checkpoint with mfm-run --resume RUN_DIR)"
+        )
+    return f"{where}{reason}"
 
 
 def _parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:

@@ -9,6 +9,8 @@ never has to declare them twice.
 from __future__ import annotations
 
 import copy
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +55,13 @@ converter.register_structure_hook(Component, _structure_component)
 
 
 def _device(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+    if value == "mps":
+        import torch
+
+        if torch.backends.mps.is_available():
+            return
+        raise InvalidValue(attribute.name, "'mps' requested but this machine has no MPS device")
+    if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
         return
     raise InvalidValue(attribute.name, f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
 
@@ -161,10 +169,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=500")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        parsed = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
+        parsed = {"v": raw.strip()}
+    if parsed.keys() != {"v"} or (isinstance(parsed["v"], str) and "\n" in raw.strip()):
+        raise ConfigError(
+            f"override {text!r}: the value must be one TOML value on one line, with nothing "
+            "after it; put further settings in overrides of their own"
+        )
+    return key.split("."), parsed["v"]
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -194,6 +207,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parent = tuple(keys[:-1])
         if keys[-1] == "name" and parent and table.get("name", value) != value:
             renamed.append(parent)
+        old = table.get(keys[-1])
+        if isinstance(old, dict) and isinstance(value, dict) and "name" not in old:
+            # A settings table such as `train={steps=5}` sets those keys, not the whole table
+            # (a component table with a name is replaced: it is another component).
+            value = _merged(old, value)
         table[keys[-1]] = value
         set_keys.setdefault(parent, set()).add(keys[-1])
     for parent in renamed:
@@ -206,6 +224,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in new.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            value = _merged(merged[key], value) if "name" not in merged[key] else value
+        merged[key] = value
+    return merged
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """NaN or an infinity anywhere in a config is a mistake (``train.lr=nan``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}[{index}]")
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; a missing or malformed file is a ConfigError naming it."""
     path = Path(path)
@@ -215,6 +254,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -237,4 +280,6 @@ def _with_default_components(data: dict[str, Any], defaults: dict[str, Any]) -> 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read, override and check a config file."""
     data = _with_default_components(read_toml(path), to_toml_dict(Config()))
-    return structure(apply_overrides(data, list(overrides)), Config)
+    data = apply_overrides(data, list(overrides))
+    _check_finite(data, "$")
+    return structure(data, Config)

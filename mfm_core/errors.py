@@ -21,3 +21,12 @@ class UnknownComponentError(ConfigError):
 
 class CheckpointError(MfmError):
     """A checkpoint or run directory is missing or unreadable."""
+
+
+class DataError(MfmError, ValueError):
+    """A data file (an image, an array) is unreadable or holds values that cannot be used
+    (a ValueError too, as data sets raise for bad input)."""
+
+
+class SolverError(MfmError):
+    """An ODE solver could not integrate the learned field."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -30,21 +31,34 @@ def _load_numpy(path: str, key: str | None) -> np.ndarray:
         return loaded[key]
 
 
-def _is_numeric(line: str) -> bool:
+def _is_number(field: str) -> bool:
     try:
-        for field in line.split(","):
-            float(field)
+        float(field)
     except ValueError:
         return False
     return True
 
 
 def _load_csv(path: str) -> np.ndarray:
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if lines and not _is_numeric(lines[0]):
+    """Comma-separated numbers; a first row is a header only when none of its fields is a
+    number (said in a warning), so a typo in the first row of data is an error, not lost."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"data file {path!r} is not UTF-8 text (byte {exc.start})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not any(_is_number(field) for field in lines[0].split(",")):
+        warnings.warn(f"data file {path!r}: first row {lines[0]!r} taken as a header", stacklevel=2)
         lines = lines[1:]
     if not lines:
         raise ConfigError(f"data file {path!r} holds no rows; expected comma-separated numbers")
+    for row, line in enumerate(lines, start=1):
+        bad = [field for field in line.split(",") if not _is_number(field)]
+        if bad:
+            raise ConfigError(
+                f"data file {path!r}: row {row} ({line!r}) holds {bad[0]!r}, not a number; "
+                "expected comma-separated numbers (a header row holds no numbers at all)"
+            )
     return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
 
 
@@ -75,8 +89,13 @@ def load_points(path: str, key: str | None = None) -> np.ndarray:
         )
     if data.dtype.kind not in "iuf":
         raise ConfigError(f"data file {path!r} holds {data.dtype} values; expected real numbers")
-    if not np.isfinite(data).all():
-        raise ConfigError(f"data file {path!r} holds NaN or infinite values; expected finite ones")
+    bad = ~np.isfinite(data) | (np.abs(data) > np.finfo(np.float32).max)
+    if bad.any():
+        row = int(np.argwhere(bad.any(axis=1))[0, 0])
+        raise ConfigError(
+            f"data file {path!r}: row {row} (counting data rows from 0) holds {data[row].tolist()}"
+            "; expected finite numbers within float32 range (|x| <= 3.4e38)"
+        )
     return data
 
 

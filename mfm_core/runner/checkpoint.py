@@ -22,16 +22,48 @@ def atomic_write(path: Path, write: Any) -> None:
     owner-only ones of a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle = None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as raw:
+            handle = _Recording(raw)
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if handle is not None and handle.error is not None and not isinstance(exc, OSError):
+            # torch.save reports a failed write (a full disk) as a RuntimeError: say what it was
+            error = handle.error
+            raise OSError(error.errno, error.strerror, str(path)) from exc
         raise
+
+
+class _Recording:
+    """A binary file that remembers the OSError of a failed write or flush (writers such as
+    torch.save turn it into another exception)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.raw.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 def _umask() -> int:
@@ -52,19 +84,29 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` for ``step`` and delete all but the ``keep`` newest checkpoints."""
+def save_checkpoint(
+    directory: Path, step: int, state: dict[str, Any], keep: int, owned: list[Path]
+) -> Path:
+    """Write ``state`` for ``step``, read it back, then delete the oldest of ``owned`` (the
+    checkpoints this run wrote or loaded, oldest first; the new one is appended) beyond the
+    ``keep`` newest. Files it did not write or load, e.g. unreadable ones named like later
+    steps, are never counted nor deleted."""
     path = checkpoint_path(directory, step)
     atomic_write(path, lambda handle: torch.save(state, handle))
-    for _, old in list_checkpoints(directory)[keep:]:
-        old.unlink(missing_ok=True)
+    load_checkpoint(path, mmap=True)  # a checkpoint that does not load replaces nothing
+    if path in owned:
+        owned.remove(path)
+    owned.append(path)
+    while len(owned) > keep:
+        owned.pop(0).unlink(missing_ok=True)
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load one checkpoint (tensors and plain data only: no code is unpickled)."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load one checkpoint (tensors and plain data only: no code is unpickled). With
+    ``mmap`` the tensors' data are mapped, not read: a cheap check that the file loads."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
     except Exception as exc:

@@ -8,13 +8,16 @@ plan), ``base.toml`` (the config as given), one run directory per variant, and t
 ``loss.png`` (the training losses), and for 2-D data ``trajectories.png`` and ``samples.png``.
 An interrupted comparison continues with ``mfm compare --resume DIR``: finished runs are kept,
 interrupted ones resume from their checkpoints.
+
+Variant directories are slugs of the swept values, always direct children of the comparison
+directory; ``created.json`` lists those this comparison made, and only those are ever removed
+(one stopped before its first checkpoint restarts from nothing).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -36,11 +39,14 @@ from mfm_core.runner.rundir import (
     read_log,
     write_json,
 )
+from mfm_core.runner.runlock import run_lock
+from mfm_core.runner.safepath import child, slug
 
 PLAN_FILE = "compare.json"
 BASE_CONFIG = "base.toml"
 TABLE_FILE = "comparison.md"
 RESULTS_FILE = "comparison.json"
+CREATED_FILE = "created.json"
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +110,7 @@ def plan_variants(overrides: list[str]) -> tuple[list[str], list[Variant]]:
                 f"{key.rsplit('.', 1)[-1]}={value}"
                 for (key, _), value in zip(sweeps, combination, strict=True)
             )
-        directory = re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_") or "run"
+        directory = slug(label)
         extra = [f"{key}={value}" for (key, _), value in zip(sweeps, combination, strict=True)]
         variants.append(Variant(label=label, directory=directory, overrides=fixed + extra))
     names = [v.directory for v in variants]
@@ -143,27 +149,81 @@ def resume_compare(directory: Path, progress: bool = True) -> Path:
 
 
 def _read_plan(directory: Path) -> tuple[str, list[Variant]]:
+    """The plan, checked: a hand-edited or hostile ``compare.json`` is an error, and every
+    variant directory is a slug directly inside ``directory``."""
+    where = directory / PLAN_FILE
     try:
-        plan = json.loads((directory / PLAN_FILE).read_text())
-        return plan["command"], [Variant(**v) for v in plan["variants"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{directory / PLAN_FILE}: not a comparison plan ({exc})") from None
+        plan = json.loads(where.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: not a comparison plan ({exc})") from None
+    rows = plan.get("variants") if isinstance(plan, dict) else None
+    if not isinstance(plan, dict) or not isinstance(plan.get("command"), str) or not rows:
+        raise ConfigError(f"{where}: not a comparison plan (expected a command and variants)")
+    variants = []
+    for row in rows if isinstance(rows, list) else [None]:
+        fields = {"label": str, "directory": str, "overrides": list}
+        if not (
+            isinstance(row, dict)
+            and row.keys() == fields.keys()
+            and all(isinstance(row[k], t) for k, t in fields.items())
+            and all(isinstance(o, str) for o in row["overrides"])
+        ):
+            raise ConfigError(
+                f"{where}: every variant must be {{label, directory, overrides}} with strings; "
+                f"got {row!r}"
+            )
+        try:
+            child(directory, row["directory"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: variant {row['label']!r}: {exc}") from None
+        variants.append(Variant(**row))
+    if len({v.directory for v in variants}) != len(variants):
+        raise ConfigError(f"{where}: two variants share a directory")
+    return plan["command"], variants
+
+
+def _created(directory: Path) -> list[str]:
+    """The variant directories this comparison made (see :func:`_run_all`)."""
+    path = directory / CREATED_FILE
+    if not path.is_file():
+        return []
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return []  # unreadable: remove nothing
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _run_all(directory: Path, progress: bool) -> Path:
-    command, variants = _read_plan(directory)
-    for variant in variants:
-        run_dir = directory / variant.directory
-        if (run_dir / METRICS_FILE).is_file():
-            continue
-        if list_checkpoints(run_dir / CHECKPOINTS):
-            resume_run(run_dir, [], progress=progress)
-            continue
-        if run_dir.exists():  # stopped before its first checkpoint: nothing to keep
-            shutil.rmtree(run_dir)
-        start_run(directory / BASE_CONFIG, variant.overrides, directory, progress, run_dir=run_dir)
-    write_comparison(directory, command, variants)
+    with run_lock(directory):
+        command, variants = _read_plan(directory)
+        for variant in variants:
+            _run_variant(directory, variant, progress)
+        write_comparison(directory, command, variants)
     return directory
+
+
+def _run_variant(directory: Path, variant: Variant, progress: bool) -> None:
+    """Finished: kept; checkpointed: resumed; made by this comparison but stopped before its
+    first checkpoint: made anew; anything else in the way: an error, nothing removed."""
+    run_dir = child(directory, variant.directory)
+    if (run_dir / METRICS_FILE).is_file():
+        return
+    if list_checkpoints(run_dir / CHECKPOINTS):
+        resume_run(run_dir, [], progress=progress)
+        return
+    created = _created(directory)
+    if run_dir.exists() or run_dir.is_symlink():
+        if variant.directory not in created or run_dir.is_symlink():
+            raise ConfigError(
+                f"{str(run_dir)!r} is in the way of variant {variant.label!r} and was not made "
+                "by this comparison; move it away, then resume"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir()
+    if variant.directory not in created:
+        write_json(directory / CREATED_FILE, [*created, variant.directory])
+    start_run(directory / BASE_CONFIG, variant.overrides, directory, progress, run_dir=run_dir)
 
 
 def write_comparison(directory: Path, command: str, variants: list[Variant]) -> None:

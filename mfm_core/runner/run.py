@@ -7,8 +7,10 @@ only the main process writes the run directory and evaluates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,10 +37,12 @@ from mfm_core.runner.rundir import (
     create_run_dir,
     existing_run_dir,
     read_log,
+    remove_stale_temporaries,
     run_logger,
     write_config,
     write_json,
 )
+from mfm_core.runner.runlock import run_lock
 from mfm_core.runner.train import (
     Trainer,
     autocast_dtype,
@@ -50,6 +54,7 @@ from mfm_core.runner.train import (
 )
 
 GRIDS = "grids"
+MAX_SAMPLES = 10_000_000  # `mfm sample --num`: beyond this the noise alone outgrows memory
 SAMPLE_BATCH = 256  # images per solve in `mfm sample` when neither --batch nor eval.batch_size
 
 
@@ -102,20 +107,24 @@ def start_run(
     pipeline, env, device = _prepare(config)
     if run_dir is not None and (run_dir / CONFIG_FILE).exists():
         raise ConfigError(f"{str(run_dir)!r} already holds a run; resume it instead")
-    with process_group(env, device):
-        created = None
+    with contextlib.ExitStack() as held:
+        with process_group(env, device):
+            created = None
+            if env.is_main:
+                if run_dir is None:
+                    created = create_run_dir(runs_root, Path(config_path).stem)
+                else:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    created = run_dir
+                held.enter_context(run_lock(created))
+                if (created / CONFIG_FILE).exists():  # another process started it meanwhile
+                    raise ConfigError(f"{str(created)!r} already holds a run; resume it instead")
+            run_dir = env.broadcast(created)
+            trainer, logger = _train(
+                config, pipeline, run_dir, env, device, resume=False, progress=progress
+            )
         if env.is_main:
-            if run_dir is None:
-                created = create_run_dir(runs_root, Path(config_path).stem)
-            else:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                created = run_dir
-        run_dir = env.broadcast(created)
-        trainer, logger = _train(
-            config, pipeline, run_dir, env, device, resume=False, progress=progress
-        )
-    if env.is_main:
-        _finish(config, pipeline, trainer, run_dir, device, logger)
+            _finish(config, pipeline, trainer, run_dir, device, logger)
     return run_dir
 
 
@@ -126,12 +135,16 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
     existing_run_dir(run_dir)
     config = load_config(run_dir / CONFIG_FILE, overrides)
     pipeline, env, device = _prepare(config)
-    with process_group(env, device):
-        trainer, logger = _train(
-            config, pipeline, run_dir, env, device, resume=True, progress=progress
-        )
-    if env.is_main:
-        _finish(config, pipeline, trainer, run_dir, device, logger)
+    with contextlib.ExitStack() as held:
+        if env.is_main:
+            held.enter_context(run_lock(run_dir))
+            remove_stale_temporaries(run_dir)
+        with process_group(env, device):
+            trainer, logger = _train(
+                config, pipeline, run_dir, env, device, resume=True, progress=progress
+            )
+        if env.is_main:
+            _finish(config, pipeline, trainer, run_dir, device, logger)
     return run_dir
 
 
@@ -324,6 +337,8 @@ class Sampled:
 
 def _sample_format(out: Path, fmt: str | None, image: bool) -> str:
     """``npy``/``npz`` for vectors (by the file name); ``png`` or ``npz`` for images."""
+    if out.is_dir() and (not image or out.suffix == ".npz"):
+        raise ConfigError(f"--out {str(out)!r} is an existing directory; give a file name")
     if not image:
         if fmt == "png" or out.suffix not in (".npy", ".npz"):
             raise ConfigError(
@@ -334,6 +349,11 @@ def _sample_format(out: Path, fmt: str | None, image: bool) -> str:
     fmt = fmt or ("npz" if out.suffix == ".npz" else "png")
     if fmt == "png" and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r}: PNG files go into a directory; this is a file")
+    if fmt == "png" and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"--out {str(out)!r} is a directory that is not empty; give a new or empty one, "
+            "so that no earlier samples are mixed with these"
+        )
     return fmt
 
 
@@ -358,10 +378,14 @@ def sample_run(
     conditional model samples classes uniformly (or ``label``), with guidance scale
     ``guidance`` (default ``eval.guidance``).
     """
-    if num <= 0:
-        raise ConfigError(f"--num must be positive, got {num}")
+    if not 0 < num <= MAX_SAMPLES:
+        raise ConfigError(f"--num must be in 1..{MAX_SAMPLES:,}, got {num}")
     if batch is not None and batch <= 0:
         raise ConfigError(f"--batch must be positive, got {batch}")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be in 0..2**63-1, got {seed}")
+    if guidance is not None and not math.isfinite(guidance):
+        raise ConfigError(f"--guidance must be a finite number, got {guidance}")
     run = load_run(run_dir, overrides)
     config, pipeline, model = run.config, run.pipeline, run.model
     image = images.is_image_shape(tuple(pipeline.target.shape))
@@ -432,6 +456,9 @@ def validate_config(
     config = load_config(config_path, overrides)
     registry = registry or get_registry()
     pipeline = _seeded_pipeline(config, registry)
+    verify = getattr(pipeline.target, "verify", None)
+    if callable(verify):  # e.g. every file of an image folder is readable
+        verify()
     env = from_environment()
     resolve_device(config.train.device, env.local_rank)
     sizes = batch_sizes(config.train, env.world_size)
@@ -465,6 +492,12 @@ def eval_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     (keeping the training figures), metrics.md, the plots and samples.npz. Works on a run that
     stopped before its own evaluation too. Returns the new metrics."""
     run = load_run(run_dir, overrides)
+    with run_lock(run_dir):
+        remove_stale_temporaries(run_dir)
+        return _evaluate_again(run_dir, run, overrides)
+
+
+def _evaluate_again(run_dir: Path, run: Trained, overrides: list[str]) -> dict[str, Any]:
     config, pipeline, model = run.config, run.pipeline, run.model
     device = next(model.parameters()).device
     previous: dict[str, Any] = {}
@@ -472,7 +505,10 @@ def eval_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
         try:
             previous = json.loads((run_dir / METRICS_FILE).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = None
+        if not isinstance(previous, dict) or not isinstance(previous.get("train") or {}, dict):
             warnings.warn(f"{run_dir / METRICS_FILE} is unreadable; writing it anew", stacklevel=2)
+            previous = {}
     train = previous.get("train") or {}
     coupling = train.get("coupling") or batch_sizes(config.train, 1).coupling
     if train.get("steps") != run.step:  # trained on since (or never evaluated)

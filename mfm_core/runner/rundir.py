@@ -11,10 +11,16 @@ from typing import Any
 
 import tomli_w
 
-from mfm_core.errors import CheckpointError
+from mfm_core.errors import CheckpointError, ConfigError
 from mfm_core.runner.checkpoint import atomic_write
 
-_NUMBERED = re.compile(r"^(\d{5})-")
+_NUMBERED = re.compile(r"^(\d+)-")
+# The temporary files of ``atomic_write`` (``.NAME.XXXXXXXX.tmp``) for the files a run writes.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+_WRITTEN = re.compile(
+    r"^(config\.toml|log\.jsonl|metrics\.json|metrics\.md|samples\.npz|[a-z]+\.png"
+    r"|step-\d+\.(pt|png))$"
+)
 
 CONFIG_FILE = "config.toml"
 LOG_FILE = "log.jsonl"
@@ -24,8 +30,16 @@ CHECKPOINTS = "checkpoints"
 
 
 def create_run_dir(root: Path, name: str) -> Path:
-    """Make the next numbered directory under ``root`` (safe against concurrent runs)."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Make the next numbered directory under ``root``: one more than the highest number of
+    any ``N-...`` name there. ``mkdir`` is exclusive, so concurrent starts never share one."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--runs {str(root)!r}: cannot make the directory ({exc.strerror})"
+        ) from None
+    if not root.is_dir():
+        raise ConfigError(f"--runs {str(root)!r} is not a directory; give a directory")
     while True:
         numbers = [int(m.group(1)) for p in root.iterdir() if (m := _NUMBERED.match(p.name))]
         path = root / f"{max(numbers, default=-1) + 1:05d}-{name}"
@@ -41,6 +55,22 @@ def existing_run_dir(path: Path) -> Path:
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{str(path)!r} is not a run directory (no {CONFIG_FILE} in it)")
     return path
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed ``atomic_write`` left in ``run_dir`` and its checkpoints and grids
+    (only temporaries of files a run writes); returns the files removed. Call it holding
+    the run's lock, so no other process is writing them."""
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / "grids"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            match = _TEMPORARY.match(path.name)
+            if match and _WRITTEN.match(match["name"]) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def write_config(run_dir: Path, data: dict[str, Any]) -> None:

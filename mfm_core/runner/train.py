@@ -22,7 +22,12 @@ from tqdm.auto import tqdm
 from mfm_core.config import Config, TrainConfig
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
 from mfm_core.protocols import ProbPath
-from mfm_core.runner.checkpoint import load_latest, save_checkpoint
+from mfm_core.runner.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    save_checkpoint,
+)
 from mfm_core.runner.data import draw_labelled, target_stream
 from mfm_core.runner.distributed import (
     TORCH_STREAM,
@@ -246,6 +251,10 @@ class Trainer:
         self.network = network
         self.step = 0
         self.elapsed = 0.0  # seconds of training, summed over every session of the run
+        # The first step whose loss was not finite (-1: none), kept on the device so that
+        # checking every step costs no host synchronisation; read at log and checkpoint time.
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.owned: list[Path] = []  # checkpoints this run wrote or loaded, oldest first
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -317,6 +326,21 @@ class Trainer:
         self.pairs = None if pairs is None else tuple(_to(p, self.device) for p in pairs)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
+        self._apply_optimizer_settings()
+
+    def _apply_optimizer_settings(self) -> None:
+        """Set the config's ``lr`` and ``weight_decay`` over what a loaded optimizer and
+        scheduler state hold, so a resume with changed settings trains with them (the
+        schedule's shape already comes from the config); the current learning rate is that
+        of the schedule at this step."""
+        train = self.config
+        self.scheduler.base_lrs = [train.lr] * len(self.optimizer.param_groups)
+        factor = lr_factor(train, self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = train.lr
+            group["lr"] = train.lr * factor
+            group["weight_decay"] = train.weight_decay
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def resume(self, logger: logging.Logger) -> None:
         """Continue from the newest usable checkpoint (read by the main process and sent to
@@ -331,6 +355,8 @@ class Trainer:
             except CheckpointError as exc:
                 loaded = (str(exc), None, "")
         error, state, path = loaded
+        if self.dist.is_main and not error:
+            self.owned = _verified_up_to(self.run_dir / CHECKPOINTS, int(state["step"]))
         if self.dist.active:  # the EMA weights stay on the main process, which keeps them
             others = None if state is None else {k: v for k, v in state.items() if k != "ema"}
             error, received, path = self.dist.broadcast((error, others, path))
@@ -342,13 +368,38 @@ class Trainer:
             truncate_log(self.run_dir, self.step)
         logger.info(f"resumed from {path} at step {self.step}")
 
+    def check_finite(self) -> None:
+        """Raise if a loss so far or a weight now is not finite (one host synchronisation):
+        a diverged run stops with its last good checkpoint kept, and never saves NaN."""
+        first_bad = int(self.first_bad)
+        if first_bad >= 0:
+            raise MfmError(
+                f"training diverged: the loss at step {first_bad} is not finite; lower "
+                f"train.lr (now {self.config.lr:g}) or set train.grad_clip. The checkpoints "
+                f"in {self.run_dir / CHECKPOINTS} are from before step {first_bad}"
+            )
+        modules = [self.model] + ([self.ema] if self.ema is not None else [])
+        tensors = [t for m in modules for t in m.state_dict().values() if t.is_floating_point()]
+        if tensors and not torch.stack([torch.isfinite(t).all() for t in tensors]).all():
+            raise MfmError(
+                f"training diverged: the weights after step {self.step} are not finite; lower "
+                f"train.lr (now {self.config.lr:g}) or set train.grad_clip. Nothing was saved "
+                f"for step {self.step}"
+            )
+
     def save(self) -> Path | None:
-        """Checkpoint the run (every process must call it; the main one writes)."""
+        """Checkpoint the run (every process must call it; the main one writes); a run whose
+        loss or weights are not finite raises instead."""
+        self.check_finite()
         state = self.state()
         if state is None:
             return None
         return save_checkpoint(
-            self.run_dir / CHECKPOINTS, self.step, state, self.config.keep_checkpoints
+            self.run_dir / CHECKPOINTS,
+            self.step,
+            state,
+            self.config.keep_checkpoints,
+            self.owned,
         )
 
     def _couple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -452,13 +503,12 @@ class Trainer:
                 while self.step < config.steps and not stopping:
                     lr = self.optimizer.param_groups[0]["lr"]
                     loss, stopping = self.dist.mean_and_any(self.train_step(), bool(stop))
+                    self.first_bad = torch.where(
+                        (self.first_bad < 0) & ~torch.isfinite(loss), self.step, self.first_bad
+                    )
                     if self.step % config.log_every == 0:
+                        self.check_finite()
                         value = loss.item()
-                        if not math.isfinite(value):
-                            raise MfmError(
-                                f"training diverged at step {self.step} (loss {value}); "
-                                "lower train.lr or set train.grad_clip"
-                            )
                         if main:
                             record = {
                                 "step": self.step,
@@ -478,6 +528,7 @@ class Trainer:
         finally:
             bar.close()
             self.stream.close()
+        self.check_finite()
         if stopping:
             path = self.save()
             where = f"saved {path}" if path else "saved by the main process"
@@ -486,6 +537,21 @@ class Trainer:
                 f"stopped by {cause} at step {self.step}; {where}. "
                 f"Continue with: mfm-run --resume {self.run_dir}"
             )
+
+
+def _verified_up_to(directory: Path, step: int) -> list[Path]:
+    """The checkpoints in ``directory`` up to ``step`` that load, oldest first: those a
+    resumed run may rotate away (a later or unreadable one is not the run's to delete)."""
+    found = []
+    for saved, path in reversed(list_checkpoints(directory)):
+        if saved > step:
+            continue
+        try:
+            load_checkpoint(path, mmap=True)
+        except CheckpointError:
+            continue
+        found.append(path)
+    return found
 
 
 def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torchdiffeq import odeint
 
+from mfm_core.errors import SolverError
 from mfm_core.protocols import Field, SolveResult
 
 
@@ -44,7 +45,14 @@ class Dopri5Solver:
 
         points = self.trajectory_points if return_trajectory else 2
         times = torch.linspace(0.0, 1.0, points, dtype=x0.dtype, device=x0.device)
-        xs = odeint(func, x0, times, method="dopri5", atol=self.atol, rtol=self.rtol)
+        try:
+            xs = odeint(func, x0, times, method="dopri5", atol=self.atol, rtol=self.rtol)
+        except AssertionError as exc:  # torchdiffeq's "underflow in dt": the step size vanished
+            raise SolverError(
+                f"dopri5 failed to integrate the learned field after {nfe} evaluations ({exc}); "
+                "the field is ill-behaved (diverged training?): use a fixed-step solver, e.g. "
+                'solver={name="euler", steps=100}'
+            ) from None
         if not return_trajectory:
             return SolveResult(x1=xs[-1], nfe=nfe)
         return SolveResult(x1=xs[-1], nfe=nfe, trajectory=xs, times=times)

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from mfm_core.datasets.images.base import ImageDataset, existing_dir
+from mfm_core.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 EXPECTED = "images (.png, .jpg, .jpeg) in class subfolders root/<class>/, or directly in root"
@@ -24,9 +25,7 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(
-            f"{path} is not a readable image ({error}); expected {EXPECTED}"
-        ) from error
+        raise DataError(f"{path} is not a readable image ({error}); remove or replace it") from None
     width, height = image.size
     if (width, height) != (resolution, resolution):
         side = min(width, height)
@@ -83,6 +82,18 @@ class ImageFolderDataset(ImageDataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def verify(self) -> None:
+        """Raise :class:`DataError` naming the first file that is not a readable image (each
+        file's structure and checksums are read, its pixels are not decoded)."""
+        for path in self.files:
+            try:
+                with Image.open(path) as opened:
+                    opened.verify()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                raise DataError(
+                    f"{path} is not a readable image ({error}); remove or replace it"
+                ) from None
 
     def pixels(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images = np.stack([load_image(self.files[i], self.resolution) for i in indices])

@@ -1,0 +1,32 @@
+"""Fixtures of the fault tests: a run that trains in well under a second, and the CLI's
+answer to a command as (exit status, stderr lines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mfm_core.cli import main
+from tests.faults.helpers import FAST
+
+
+@pytest.fixture
+def fast_config(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST)
+    return path
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*argv)`` -> (exit status, stderr lines) of ``mfm argv`` in this process."""
+    monkeypatch.delenv("MFM_TRACEBACK", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+
+    def run(*argv: str) -> tuple[int, list[str]]:
+        capsys.readouterr()
+        status = main([str(a) for a in argv])
+        return status, capsys.readouterr().err.strip().splitlines()
+
+    return run
