@@ -91,6 +91,7 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "polynomial"] = "constant"
     grad_clip: float | None = attrs.field(default=None, validator=positive)
     ema: float = attrs.field(default=0.0, validator=below_one)
+    ema_warmup: bool = True
     seed: int = 0
     device: str = attrs.field(default="auto", validator=_device)
     checkpoint_every: int = attrs.field(default=500, validator=positive)

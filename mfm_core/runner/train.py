@@ -143,6 +143,20 @@ def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path
         ) from None
 
 
+def ema_decay(config: TrainConfig, step: int) -> float:
+    """The EMA decay of the update after optimizer step ``step`` (0-based):
+    ``min(ema, (1 + step) / (10 + step))`` with ``ema_warmup``, else ``ema``.
+
+    With the warm-up the average covers about the last tenth of a short run instead of
+    reaching back to the random initial weights (at decay 0.999 a 300-step run would
+    otherwise evaluate weights that are still three quarters initial); from step
+    ``(10 ema - 1) / (1 - ema)`` on (8990 steps for 0.999) the full decay applies.
+    """
+    if not config.ema_warmup:
+        return config.ema
+    return min(config.ema, (1.0 + step) / (10.0 + step))
+
+
 def lr_factor(config: TrainConfig, step: int) -> float:
     """The learning rate at ``step`` relative to ``config.lr``: a linear warmup, then constant,
     a cosine decay to zero at ``config.steps``, or a polynomial decay of power 1 (linear) to
@@ -227,7 +241,6 @@ class Trainer:
                     (self.ema.module.buffers(), self.model.buffers()),
                 )
             )
-            self.ema_weight = 1.0 - train.ema
             self.ema_started = False
         if dist.rank:  # the weights are initialised alike; dropout must differ per process
             torch.manual_seed(derived_seed(train.seed, TORCH_STREAM, dist.rank))
@@ -255,6 +268,18 @@ class Trainer:
         # checking every step costs no host synchronisation; read at log and checkpoint time.
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.owned: list[Path] = []  # checkpoints this run wrote or loaded, oldest first
+
+    def weights_record(self) -> dict[str, Any]:
+        """Which weights ``eval_model`` is: ``kind`` ``"ema"`` (with the configured ``decay``
+        and the ``effective_decay`` of its last update) or ``"raw"``, at ``step``."""
+        if self.ema is None:
+            return {"kind": "raw", "step": self.step}
+        return {
+            "kind": "ema",
+            "decay": self.config.ema,
+            "effective_decay": ema_decay(self.config, max(self.step - 1, 0)),
+            "step": self.step,
+        }
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -468,7 +493,7 @@ class Trainer:
         and buffers are copied, as ``AveragedModel.update_parameters`` does."""
         (ema_params, params), (ema_buffers, buffers) = self.ema_lists
         if self.ema_started:
-            torch._foreach_lerp_(ema_params, params, self.ema_weight)
+            torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay(self.config, self.step))
         else:
             torch._foreach_copy_(ema_params, params)
             self.ema_started = True

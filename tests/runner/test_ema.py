@@ -10,13 +10,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from mfm_core.config import load_config
 from mfm_core.runner.distributed import Distributed
 from mfm_core.runner.pipeline import build_pipeline
-from mfm_core.runner.train import Trainer
+from mfm_core.runner.train import Trainer, ema_decay
 
 QUICKSTART = Path(__file__).parents[2] / "tomlconfigs" / "quickstart.toml"
 
 
 def test_fused_ema_equals_averaged_model_update(tmp_path):
-    config = load_config(QUICKSTART, ["model.hidden=[16, 16]", "train.ema=0.9", "train.device=cpu"])
+    config = load_config(
+        QUICKSTART,
+        ["model.hidden=[16, 16]", "train.ema=0.9", "train.ema_warmup=false", "train.device=cpu"],
+    )
     torch.manual_seed(0)
     trainer = Trainer(build_pipeline(config), config, torch.device("cpu"), tmp_path, Distributed())
     reference = AveragedModel(trainer.model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
@@ -30,3 +33,36 @@ def test_fused_ema_equals_averaged_model_update(tmp_path):
     # The EMA moved away from the weights (it is not a copy) and from its first copy.
     weights = dict(trainer.model.named_parameters())
     assert any(not torch.equal(ema[name], weights[name]) for name in weights)
+
+
+def test_ema_warmup_follows_the_ramp_by_hand(tmp_path):
+    """decay_s = min(ema, (1 + s) / (10 + s)) for the update after step s (0-based); the first
+    update copies the weights."""
+    config = load_config(
+        QUICKSTART, ["model.hidden=[16, 16]", "train.ema=0.999", "train.device=cpu"]
+    )
+    torch.manual_seed(0)
+    trainer = Trainer(build_pipeline(config), config, torch.device("cpu"), tmp_path, Distributed())
+    expected = None
+    for step in range(6):
+        trainer.train_step()
+        weights = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        if expected is None:
+            expected = weights
+        else:
+            decay = min(0.999, (1 + step) / (10 + step))
+            expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in weights}
+    ema = dict(trainer.ema.module.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(ema[name], value, rtol=1e-6, atol=1e-7)
+    record = trainer.weights_record()
+    assert record == {"kind": "ema", "decay": 0.999, "effective_decay": 6 / 15, "step": 6}
+
+
+def test_ema_warmup_reaches_the_full_decay_and_can_be_switched_off():
+    config = load_config(QUICKSTART, ["train.ema=0.999"]).train
+    assert ema_decay(config, 0) == 0.1
+    assert ema_decay(config, 300) == 301 / 310
+    assert ema_decay(config, 8989) < 0.999 and ema_decay(config, 8991) == 0.999
+    off = load_config(QUICKSTART, ["train.ema=0.999", "train.ema_warmup=false"]).train
+    assert ema_decay(off, 0) == 0.999
