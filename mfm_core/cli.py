@@ -70,9 +70,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from mfm_core.introspect import component_info, format_info
     from mfm_core.registry import describe, get_registry
 
     registry = get_registry()
+    entries = list(describe(registry))
     rows = [
         {
             "kind": e.kind,
@@ -81,16 +83,34 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             "version": e.version,
             "plugin": e.plugin,
         }
-        for e in describe(registry)
+        for e in entries
     ]
+    if args.params:
+        for row, entry in zip(rows, entries, strict=True):
+            info = component_info(entry).to_json()
+            row.update(summary=info["summary"], parameters=info["parameters"])
     if args.json:
         print(json.dumps({"components": rows, "broken": registry.broken}, indent=2))
         return 0
-    for row in rows:
+    for row, entry in zip(rows, entries, strict=True):
+        if args.params:
+            print(format_info(component_info(entry)))
+            continue
         origin = f"{row['distribution']} {row['version']}" if row["distribution"] else "(code)"
         print(f"{row['kind']:13} {row['name']:14} {origin}")
     for message in registry.broken.values():
         print(f"broken: {message}")
+    if not args.params:
+        print("(mfm plugins --params, or mfm describe KIND NAME, lists each one's parameters)")
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from mfm_core.introspect import component_info, format_info
+    from mfm_core.registry import get_registry
+
+    info = component_info(get_registry().get(args.kind, args.name))
+    print(json.dumps(info.to_json(), indent=2) if args.json else format_info(info))
     return 0
 
 
@@ -185,8 +205,22 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument(
+        "--params", action="store_true", help="each component's parameters, types and defaults"
+    )
     _add_common(plugins)
     plugins.set_defaults(func=_cmd_plugins)
+
+    describe = sub.add_parser(
+        "describe", help="a component's parameters: type, default and what each one does"
+    )
+    describe.add_argument(
+        "kind", help="coupler, path, vector_field, solver, dataset, metric, cost or feature_map"
+    )
+    describe.add_argument("name", help="the component's name, as in `mfm plugins`")
+    describe.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_common(describe)
+    describe.set_defaults(func=_cmd_describe)
 
     validate = sub.add_parser("validate", help="build every component, train nothing")
     validate.add_argument("config", type=Path)

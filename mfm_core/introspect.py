@@ -65,12 +65,17 @@ def _type_name(hint: Any) -> str:
 
 
 def _docstring(factory: Callable[..., Any]) -> str:
-    parts = [inspect.getdoc(factory) or ""]
-    if inspect.isclass(factory):
-        init_doc = inspect.getdoc(factory.__init__)
-        if init_doc and init_doc != inspect.getdoc(object.__init__):
-            parts.append(init_doc)
-    return "\n\n".join(p for p in parts if p)
+    """The factory's docstring; for a class also its ``__init__``'s and its base classes'
+    (a parameter a base class handles is documented there)."""
+    if not inspect.isclass(factory):
+        return inspect.getdoc(factory) or ""
+    parts = []
+    for cls in factory.__mro__[:-1]:
+        parts += [
+            cls.__dict__.get("__doc__"),
+            getattr(cls.__dict__.get("__init__"), "__doc__", None),
+        ]
+    return "\n\n".join(inspect.cleandoc(p) for p in parts if p)
 
 
 def _sentences(text: str) -> list[str]:

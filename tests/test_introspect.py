@@ -90,3 +90,24 @@ def test_every_builtin_component_can_be_described() -> None:
             json.dumps(info.to_json())
     exact = component_info(registry.get("coupler", "exact"))
     assert {p.name: p.default for p in exact.parameters}["cost"] == "sqeuclidean"
+
+
+def test_mfm_describe_and_plugins_params(capsys) -> None:
+    from mfm_core.cli import main
+
+    assert main(["describe", "coupler", "exact"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("coupler 'exact' (mfm ")
+    assert "  backend: Literal['auto', 'scipy', 'emd', 'pot'], default 'auto'" in out
+    assert "with labels, pair each data sample only with noise of its class." in out
+    assert main(["describe", "solver", "euler", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["parameters"] == [
+        {"name": "steps", "type": "int", "default": 8, "required": False, "doc": ""}
+    ]
+    assert main(["describe", "coupler", "exakt"]) == 2
+    assert "did you mean 'exact'?" in capsys.readouterr().err
+    assert main(["plugins", "--params", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["components"]
+    euler = next(r for r in rows if (r["kind"], r["name"]) == ("solver", "euler"))
+    assert euler["parameters"][0]["name"] == "steps"

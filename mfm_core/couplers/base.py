@@ -59,6 +59,15 @@ class PairCoupler(abc.ABC):
         within_class: bool = True,
         scope: Scope = "local",
     ) -> None:
+        """The options every pairing coupler takes.
+
+        Args:
+            cost: the registered cost between a noise and a data sample ("sqeuclidean", "l1",
+                "cosine", or a plugin's), or None for a coupler that needs no cost matrix.
+            within_class: with labels, pair each data sample only with noise of its class.
+            scope: "local" couples each process's batch; "global" gathers every process's
+                batch and couples them together (torchrun).
+        """
         self.cost = cost
         self.cost_function: CostFunction | None = None if cost is None else resolve_cost(cost)
         if scope not in ("local", "global"):
