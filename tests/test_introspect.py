@@ -103,7 +103,13 @@ def test_mfm_describe_and_plugins_params(capsys) -> None:
     assert main(["describe", "solver", "euler", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["parameters"] == [
-        {"name": "steps", "type": "int", "default": 8, "required": False, "doc": ""}
+        {
+            "name": "steps",
+            "type": "int",
+            "default": 8,
+            "required": False,
+            "doc": "Integrates ``dx/dt = field(x, t)`` on [0, 1] with ``steps`` equal steps of ``tableau``.",
+        }
     ]
     assert main(["describe", "coupler", "exakt"]) == 2
     assert "did you mean 'exact'?" in capsys.readouterr().err
