@@ -326,7 +326,8 @@ def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Nam
     except MfmError as exc:
         if traceback_wanted:
             raise
-        print(f"error: {rank}{_one_line(exc)}", file=sys.stderr)
+        for line in _one_line(exc).splitlines() or [""]:
+            print(f"error: {rank}{line}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `mfm plugins | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

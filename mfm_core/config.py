@@ -12,6 +12,7 @@ import copy
 import math
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,9 +279,34 @@ def _with_default_components(data: dict[str, Any], defaults: dict[str, Any]) -> 
     return merged
 
 
+class ConfigProblems(ConfigError):
+    """Every problem of a config's tables (one per line), and ``partial``: the config with
+    each broken top-level table replaced by its default, named in ``broken``, so that the
+    components of the sound tables can still be checked in the same round."""
+
+    def __init__(self, message: str, partial: Config, broken: frozenset[str]) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.broken = broken
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read, override and check a config file."""
+    """Read, override and check a config file; a config with problems raises
+    :class:`ConfigProblems` listing all of them."""
     data = _with_default_components(read_toml(path), to_toml_dict(Config()))
     data = apply_overrides(data, list(overrides))
     _check_finite(data, "$")
-    return structure(data, Config)
+    try:
+        return structure(data, Config)
+    except ConfigError as exc:
+        sound, broken = {}, set()
+        for name, type_ in typing.get_type_hints(Config).items():
+            if name not in data:
+                continue
+            try:
+                sound[name] = structure(data[name], type_, f"$.{name}")
+            except ConfigError:
+                broken.add(name)
+        if not broken or set(data) - {f.name for f in attrs.fields(Config)}:
+            raise
+        raise ConfigProblems(str(exc), Config(**sound), frozenset(broken)) from exc

@@ -95,10 +95,12 @@ def make_converter() -> cattrs.Converter:
     def table_hook(cls: type) -> Callable[[Any, Any], Any]:
         structure_fields = make_dict_structure_fn(cls, converter)
 
+        known = set(_field_names(cls))
+
         def hook(value: Any, _type: Any) -> Any:
             if not isinstance(value, dict):
                 raise TypeError(f"expected a table, got {value!r} ({_type_name(value)})")
-            return structure_fields(value, cls)
+            return _structure_table(value, cls, known, structure_fields)
 
         return hook
 
@@ -118,6 +120,36 @@ def make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook_factory(_is_homogeneous_sequence, sequence_hook)
     return converter
+
+
+def _structure_table(
+    value: dict[str, Any], cls: type, known: set[str], structure_fields: Callable[..., Any]
+) -> Any:
+    """Structure one table and report every problem of it at once: unknown keys, values of
+    the wrong type and values its validators reject (attrs would stop at the first)."""
+    problems: list[Exception] = []
+    extra = set(value) - known
+    if extra:
+        problems.append(ForbiddenExtraKeysError("", cls, extra))
+    was_disabled = attrs.validators.get_disabled()
+    attrs.validators.set_disabled(True)
+    try:
+        instance = structure_fields({k: v for k, v in value.items() if k in known}, cls)
+    except ClassValidationError as exc:
+        problems.append(exc)
+        instance = None
+    finally:
+        attrs.validators.set_disabled(was_disabled)
+    for field in attrs.fields(cls) if instance is not None else ():
+        if field.validator is None:
+            continue
+        try:
+            field.validator(instance, field, getattr(instance, field.name))
+        except (InvalidValue, ValueError, TypeError) as exc:
+            problems.append(exc)
+    if problems:
+        raise ClassValidationError(f"while structuring {cls.__name__}", problems, cls)
+    return instance
 
 
 converter = make_converter()

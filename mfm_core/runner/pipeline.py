@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 
 from mfm_core import adapters
-from mfm_core.config import Component, Config
+from mfm_core.config import Component, Config, ConfigProblems, load_config
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Coupler, Dataset, Metric, ProbPath, Solver
 from mfm_core.registry import Registry, get_registry
@@ -99,38 +101,96 @@ def default_metrics(shape: tuple[int, ...]) -> list[Component]:
     return [Component(name="w2")] if len(shape) == 1 else []
 
 
-def build_pipeline(config: Config, registry: Registry | None = None) -> Pipeline:
-    """Build every component of ``config``; any problem is a ConfigError naming its key."""
+class _Problems:
+    """Collects the ConfigError of each component, so one round reports them all."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def build(self, make: Callable[[], Any]) -> Any:
+        try:
+            return make()
+        except ConfigError as exc:
+            self.messages += [m for m in str(exc).splitlines() if m not in self.messages]
+            return None
+
+
+def build_pipeline(
+    config: Config,
+    registry: Registry | None = None,
+    *,
+    skip: frozenset[str] = frozenset(),
+    earlier: Sequence[str] = (),
+) -> Pipeline:
+    """Build every component of ``config``; every problem, of every component, is reported in
+    one ConfigError (one line each, naming its key), after the ``earlier`` problems of the
+    config's own tables. ``skip``: top-level tables not to build (they are broken)."""
     registry = registry or get_registry()
-    source = build_dataset(registry, config.data.source, "$.data.source", config.data.root)
-    target = build_dataset(registry, config.data.target, "$.data.target", config.data.root)
-    if tuple(source.shape) != tuple(target.shape):
-        raise ConfigError(
+    problems = _Problems()
+    problems.messages += earlier
+    source = target = None
+    if "data" not in skip:
+        data = config.data
+        source = problems.build(
+            lambda: build_dataset(registry, data.source, "$.data.source", data.root)
+        )
+        target = problems.build(
+            lambda: build_dataset(registry, data.target, "$.data.target", data.root)
+        )
+    if source is not None and target is not None and tuple(source.shape) != tuple(target.shape):
+        problems.messages.append(
             f"$.data.source: samples of shape {tuple(source.shape)} do not match the target's "
             f"{tuple(target.shape)}; set the source's shape to match"
         )
     metrics = {}
     specs = config.eval.metrics
-    for index, spec in enumerate(default_metrics(target.shape) if specs is None else specs):
-        where = f"$.eval.metrics[{index}]"
-        if spec.name in metrics:
-            raise ConfigError(f"{where}: metric '{spec.name}' is listed twice")
-        metrics[spec.name] = _build_metric(registry, spec, where)
-    return Pipeline(
-        source=source,
-        target=target,
-        coupler=_build(registry, "coupler", config.coupler, "$.coupler"),
-        path=_build(registry, "path", config.path, "$.path"),
-        model=_build(
-            registry, "vector_field", config.model, "$.model", data_shape=tuple(target.shape)
-        ),
-        solver=_build(registry, "solver", config.solver, "$.solver"),
-        eval_solvers=[
-            _build(registry, "solver", spec, f"$.eval.solvers[{index}]")
-            for index, spec in enumerate(config.eval.solvers)
+    if target is not None and "eval" not in skip:
+        for index, spec in enumerate(default_metrics(target.shape) if specs is None else specs):
+            where = f"$.eval.metrics[{index}]"
+            if spec.name in metrics:
+                problems.messages.append(f"{where}: metric '{spec.name}' is listed twice")
+                continue
+            metrics[spec.name] = problems.build(
+                lambda s=spec, w=where: _build_metric(registry, s, w)
+            )
+
+    def part(key: str, kind: str, spec: Component, **provided: Any) -> Any:
+        if key in skip:
+            return None
+        return problems.build(lambda: _build(registry, kind, spec, f"$.{key}", **provided))
+
+    model = None
+    if target is not None:
+        model = part("model", "vector_field", config.model, data_shape=tuple(target.shape))
+    built = {
+        "coupler": part("coupler", "coupler", config.coupler),
+        "path": part("path", "path", config.path),
+        "solver": part("solver", "solver", config.solver),
+        "eval_solvers": [
+            problems.build(
+                lambda s=spec, i=index: _build(registry, "solver", s, f"$.eval.solvers[{i}]")
+            )
+            for index, spec in enumerate(config.eval.solvers if "eval" not in skip else ())
         ],
-        metrics=metrics,
-    )
+    }
+    if problems.messages:
+        raise ConfigError("\n".join(problems.messages))
+    return Pipeline(source=source, target=target, model=model, metrics=metrics, **built)
+
+
+def load_pipeline(
+    config_path: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None
+) -> tuple[Config, Pipeline]:
+    """Read ``config_path`` with ``overrides`` and build its pipeline, the model's initial
+    weights seeded by ``train.seed``. A config with problems in its tables and in its
+    components reports both in one ConfigError."""
+    try:
+        config = load_config(config_path, list(overrides))
+    except ConfigProblems as exc:
+        build_pipeline(exc.partial, registry, skip=exc.broken, earlier=str(exc).splitlines())
+        raise
+    torch.manual_seed(config.train.seed)
+    return config, build_pipeline(config, registry)
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

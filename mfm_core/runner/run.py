@@ -28,7 +28,13 @@ from mfm_core.runner import images, plots, report
 from mfm_core.runner.checkpoint import atomic_write, load_latest
 from mfm_core.runner.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.evaluate import evaluate, generate, save_image_panels, write_grid
-from mfm_core.runner.pipeline import COMPONENTS, Pipeline, build_pipeline, resolve_device
+from mfm_core.runner.pipeline import (
+    COMPONENTS,
+    Pipeline,
+    build_pipeline,
+    load_pipeline,
+    resolve_device,
+)
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -453,9 +459,9 @@ def validate_config(
 ) -> list[str]:
     """Build every component and push one tiny batch through coupler, path and model.
     Returns a description of what was built; raises ConfigError on any problem."""
-    config = load_config(config_path, overrides)
     registry = registry or get_registry()
-    pipeline = _seeded_pipeline(config, registry)
+    config, pipeline = load_pipeline(config_path, overrides, registry)
+    _check_labels(config, pipeline)
     verify = getattr(pipeline.target, "verify", None)
     if callable(verify):  # e.g. every file of an image folder is readable
         verify()
