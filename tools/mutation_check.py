@@ -115,7 +115,7 @@ MUTATIONS = (
     ),
     Mutation(
         "guidance: sign of the difference flipped",
-        "mfm_core/runner/evaluate.py",
+        "mfm_core/runner/sampling.py",
         "return v_null + guidance * (v_cond - v_null)",
         "return v_cond + guidance * (v_null - v_cond)",
         GUIDANCE_TESTS,
