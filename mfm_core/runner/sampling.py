@@ -19,8 +19,6 @@ from mfm_core.runner.objective import NULL_LABEL, autocast_dtype, is_conditional
 from mfm_core.runner.pipeline import resolve_device
 
 MAX_SAMPLES = 10_000_000  # `mfm sample --num`: beyond this the noise alone outgrows memory
-
-
 SAMPLE_BATCH = 256  # images per solve in `mfm sample` when neither --batch nor eval.batch_size
 
 
