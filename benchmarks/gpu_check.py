@@ -109,7 +109,7 @@ def _unet(resolution: int, channels: int, mult: tuple[int, ...], attention: tupl
 
 def check_couplers(args: argparse.Namespace) -> list[Row]:
     from mfm_core import create, get_registry
-    from mfm_core.runner.train import regression_loss
+    from mfm_core.runner.objective import regression_loss
 
     torch.manual_seed(0)
     model = _unet(64, 192, (1, 2, 3, 4), (32, 16, 8))

@@ -23,7 +23,6 @@ the exact W2 to the same 2000 checkerboard samples (mfm's w2_distance for both).
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -60,9 +59,8 @@ def train_mfm(steps: int, seed: int, run_dir: Path) -> tuple[float, torch.nn.Mod
     config = load_config(QUICKSTART, [f"train.steps={steps}", f"train.seed={seed}"])
     torch.manual_seed(seed)
     trainer = Trainer(build_pipeline(config), config, torch.device("cpu"), run_dir, Distributed())
-    logger = logging.getLogger("vs_torchcfm")
     start = time.perf_counter()
-    trainer.train(logger, progress=False)
+    trainer.train(progress=False)
     return time.perf_counter() - start, trainer.eval_model.eval()
 
 

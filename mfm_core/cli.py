@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import os
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from mfm_core.errors import MfmError
 
@@ -24,6 +26,34 @@ EXIT_BUG = 1
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record arrives."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns one; unused
+        pass
+
+
+def _configure_logging() -> None:
+    """The log records of mfm's modules go to stderr as plain lines, from the main process
+    only; the other processes torchrun starts stay silent."""
+    logger = logging.getLogger("mfm_core")
+    if any(isinstance(h, (_Stderr, logging.NullHandler)) for h in logger.handlers):
+        return
+    logger.setLevel(logging.INFO)
+    if _is_main_process():
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    else:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -115,7 +145,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mfm_core.runner.run import validate_config
+    from mfm_core.runner.validate import validate_config
 
     lines = validate_config(args.config, args.overrides)
     print(f"{args.config}: OK")
@@ -125,7 +155,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from mfm_core.runner.run import sample_run
+    from mfm_core.runner.sampling import sample_run
 
     overrides = list(args.overrides)
     if args.solver is not None:
@@ -146,8 +176,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from mfm_core.runner.reevaluate import eval_run
     from mfm_core.runner.report import PLOT_FILE, REPORT_FILE
-    from mfm_core.runner.run import eval_run
 
     eval_run(args.run_dir, list(args.overrides))
     print(f"wrote {args.run_dir / 'metrics.json'}, {REPORT_FILE} and {PLOT_FILE}")
@@ -319,6 +349,7 @@ def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Nam
     traceback_wanted = "--traceback" in argv or os.environ.get("MFM_TRACEBACK") == "1"
     if not traceback_wanted:
         warnings.showwarning = _show_warning
+    _configure_logging()
     rank = "" if _is_main_process() else f"[rank {os.environ['RANK']}] "
     try:
         args = parse(argv)

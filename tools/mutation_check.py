@@ -115,7 +115,7 @@ MUTATIONS = (
     ),
     Mutation(
         "guidance: sign of the difference flipped",
-        "mfm_core/runner/evaluate.py",
+        "mfm_core/runner/sampling.py",
         "return v_null + guidance * (v_cond - v_null)",
         "return v_cond + guidance * (v_null - v_cond)",
         GUIDANCE_TESTS,
@@ -131,15 +131,15 @@ MUTATIONS = (
     Mutation(
         "cond-OT path: target with the sign of x0 flipped",
         "mfm_core/paths/cond_ot.py",
-        "u_t=x1 - shrink * x0",
-        "u_t=x1 + shrink * x0",
+        "d_sigma_t=torch.full_like(t, -shrink),",
+        "d_sigma_t=torch.full_like(t, shrink),",
         PATH_TESTS,
     ),
     Mutation(
         "cond-OT path: x_t with t and 1 - t swapped",
         "mfm_core/paths/cond_ot.py",
-        "x_t = (1.0 - shrink * t_b) * x0 + t_b * x1",
-        "x_t = t_b * x0 + (1.0 - shrink * t_b) * x1",
+        "alpha_t=t,\n            sigma_t=1.0 - shrink * t,",
+        "alpha_t=1.0 - shrink * t,\n            sigma_t=t,",
         PATH_TESTS,
     ),
     Mutation(
@@ -152,15 +152,15 @@ MUTATIONS = (
     Mutation(
         "exact coupler: maximises the cost",
         "mfm_core/couplers/exact.py",
-        "rows, cols = linear_sum_assignment(costs.numpy())",
-        "rows, cols = linear_sum_assignment(costs.numpy(), maximize=True)",
+        "cols = linear_sum_assignment(matrix)[1]",
+        "cols = linear_sum_assignment(matrix, maximize=True)[1]",
         COUPLER_TESTS,
     ),
     Mutation(
         "exact coupler: swapped arguments (the transposed assignment)",
         "mfm_core/couplers/exact.py",
-        "rows, cols = linear_sum_assignment(costs.numpy())",
-        "cols, rows = linear_sum_assignment(costs.numpy().T)",
+        "cols = linear_sum_assignment(matrix)[1]",
+        "cols = linear_sum_assignment(matrix.T)[1]",
         COUPLER_TESTS,
     ),
     Mutation(
@@ -201,8 +201,8 @@ MUTATIONS = (
     Mutation(
         "grad variance: biased (divided by the number of batches)",
         "mfm_core/metrics/flow.py",
-        "return float(m2.sum() / (self.batches - 1))",
-        "return float(m2.sum() / self.batches)",
+        "return float(m2 / (self.batches - 1))",
+        "return float(m2 / self.batches)",
         FLOW_TESTS,
     ),
     Mutation(

@@ -30,7 +30,7 @@ from mfm_core.config import parse_override
 from mfm_core.errors import ConfigError
 from mfm_core.runner import plots, report
 from mfm_core.runner.checkpoint import atomic_write, list_checkpoints
-from mfm_core.runner.run import resume_run, start_run, validate_config
+from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
     METRICS_FILE,
@@ -41,6 +41,7 @@ from mfm_core.runner.rundir import (
 )
 from mfm_core.runner.runlock import run_lock
 from mfm_core.runner.safepath import child, slug
+from mfm_core.runner.validate import validate_config
 
 PLAN_FILE = "compare.json"
 BASE_CONFIG = "base.toml"

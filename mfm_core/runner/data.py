@@ -4,7 +4,7 @@ A finite, indexed data set (images) is read by a ``DataLoader`` in epochs: each 
 permutation drawn from ``(seed, epoch)``, the same on every process, split into disjoint
 shards by rank. The stream's position (epoch, batch) is part of the checkpoint, and a resumed
 stream starts its sampler there, so no skipped sample is read again. A generator-style data
-set (``Dataset.sample``) is drawn from the trainer's generator, as before.
+set (``Dataset.sample``) is drawn from the trainer's generator.
 """
 
 from __future__ import annotations

@@ -106,8 +106,8 @@ TORCH_STREAM = 3  # the global torch RNG (dropout) of each process but the first
 
 def derived_seed(seed: int, stream: int, index: int) -> int:
     """The seed of random ``stream`` number ``index`` (a rank, an epoch). Stream 0, index 0
-    (rank 0's generator) is ``seed`` itself, so a one-process run draws what it always did;
-    the others are hashed from ``(seed, stream, index)``, so no two share numbers."""
+    (rank 0's generator) is ``seed`` itself, so a one-process run draws from ``train.seed``
+    directly; the others are hashed from ``(seed, stream, index)``, so no two share numbers."""
     if stream == 0 and index == 0:
         return seed
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1, np.uint64)[0] >> 1)

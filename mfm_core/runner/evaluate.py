@@ -16,82 +16,16 @@ from mfm_core.errors import MfmError
 from mfm_core.protocols import EvalContext, Field, Metric, Solver, SolveResult
 from mfm_core.runner import images
 from mfm_core.runner.data import draw_labelled
-from mfm_core.runner.pipeline import Pipeline
-from mfm_core.runner.train import (
-    NULL_LABEL,
+from mfm_core.runner.objective import (
     autocast_dtype,
     draw_batch,
     flow_matching_loss,
     is_conditional,
 )
+from mfm_core.runner.pipeline import Pipeline
+from mfm_core.runner.sampling import generate, model_field
 
-
-def model_field(
-    model: torch.nn.Module,
-    labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
-    dtype: torch.dtype | None = None,
-) -> Field:
-    """The model as a field ``v(x, t)`` for solvers, for class ``labels`` when given.
-
-    With a guidance scale ``w != 1`` it is classifier-free guidance,
-    ``v = v_null + w (v_cond - v_null)``, both halves in one batch (``w = 0``: unconditional,
-    ``w = 1``: plain conditional). Under autocast to ``dtype`` when given; the field is fp32.
-    """
-
-    def evaluate(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            return (model(x, t) if cond is None else model(x, t, cond)).float()
-
-    if labels is None or guidance == 1.0:
-        return lambda x, t: evaluate(x, t, labels)
-    null = torch.full_like(labels, NULL_LABEL)
-
-    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.expand(len(x))
-        v_cond, v_null = evaluate(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
-        ).chunk(2)
-        return v_null + guidance * (v_cond - v_null)
-
-    return guided
-
-
-@torch.no_grad()
-def generate(
-    solver: Solver,
-    model: torch.nn.Module,
-    noise: torch.Tensor,
-    device: torch.device,
-    *,
-    labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
-    batch_size: int | None = None,
-    dtype: torch.dtype | None = None,
-    trajectory: bool = False,
-) -> SolveResult:
-    """Integrate ``noise`` (on the CPU) in batches of ``batch_size`` (default: all at once) on
-    ``device``; ``x1`` comes back on the CPU. ``nfe``: the mean over batches (an adaptive
-    solver may take different steps for each). With ``trajectory``, the batches' trajectories
-    (on the CPU) are joined along the sample axis; they share their times (a fixed-step grid,
-    or the adaptive solver's evenly spaced output times)."""
-    batch_size = batch_size or len(noise)
-    outputs, nfes, paths, result = [], [], [], None
-    for start in range(0, len(noise), batch_size):
-        part = noise[start : start + batch_size].to(device)
-        part_labels = None if labels is None else labels[start : start + batch_size].to(device)
-        field = model_field(model, part_labels, guidance, dtype)
-        result = solver(field, part, return_trajectory=trajectory)
-        outputs.append(result.x1.float().cpu())
-        nfes.append(result.nfe)
-        if trajectory:
-            paths.append(result.trajectory.float().cpu())
-    return SolveResult(
-        x1=torch.cat(outputs),
-        nfe=round(sum(nfes) / len(nfes)),
-        trajectory=torch.cat(paths, dim=1) if trajectory else None,
-        times=None if result.times is None else result.times.cpu(),
-    )
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -211,7 +145,6 @@ def evaluate(
     config: Config,
     loss_batch_size: int,
     device: torch.device,
-    logger: logging.Logger,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns ``metrics`` (for metrics.json) and ``samples`` (tensors for the pictures):
     reference data, generated samples per solver setting, and a trajectory of the default
@@ -298,14 +231,14 @@ def evaluate(
             )
         context = EvalContext(generated=result.x1, solve=result, solver=solver, **shared)
         if index == 0:
-            floors = _noise_floors(pipeline.metrics, context, errors, logger)
+            floors = _noise_floors(pipeline.metrics, context, errors)
         row: dict[str, Any] = {**solver.describe(), "nfe": result.nfe}
         for name, metric in pipeline.metrics.items():
             if not getattr(metric, "per_solver", True):
                 if name not in run_level:
-                    run_level[name] = _measure(name, metric, context, errors, logger)
+                    run_level[name] = _measure(name, metric, context, errors)
                 continue
-            row.update(_measure(name, metric, context, errors, logger, row_label(row)))
+            row.update(_measure(name, metric, context, errors, row_label(row)))
         logger.info("eval " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
         rows.append(row)
         generated.append(result.x1)
@@ -369,7 +302,6 @@ def _noise_floors(
     metrics: dict[str, Metric],
     context: EvalContext,
     errors: dict[str, str],
-    logger: logging.Logger,
 ) -> dict[str, float]:
     """``noise_floor(ctx)`` of every metric that has one (a failure is recorded, not fatal)."""
     floors = {}
@@ -391,7 +323,6 @@ def _measure(
     metric: Metric,
     context: EvalContext,
     errors: dict[str, str],
-    logger: logging.Logger,
     where: str | None = None,
 ) -> dict[str, float]:
     """``{name: value}``, or ``{name.key: value}`` for a metric returning a dict. A metric that

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +118,27 @@ def truncate_log(run_dir: Path, step: int) -> None:
     atomic_write(run_dir / LOG_FILE, lambda handle: handle.write(text))
 
 
-def run_logger(run_dir: Path) -> logging.Logger:
-    """A logger writing to ``run.log`` in the run directory and to stderr."""
-    logger = logging.getLogger(f"mfm.run.{run_dir.resolve()}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    if not logger.handlers:
-        file_handler = logging.FileHandler(run_dir / "run.log")
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        stream_handler = logging.StreamHandler()
-        stream_handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(file_handler)
-        logger.addHandler(stream_handler)
-    return logger
+RUN_LOG = "run.log"
+LOGGER = "mfm_core.runner"
+"""The runner's modules log under this name; ``run_log`` copies their records to the run."""
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """While open, the runner's log records (INFO and up) are also appended to ``run.log`` in
+    ``run_dir``, timestamped. Where they are shown besides is the application's choice (the
+    CLI writes them to stderr)."""
+    logger = logging.getLogger(LOGGER)
+    handler = logging.FileHandler(run_dir / RUN_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()

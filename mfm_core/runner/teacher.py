@@ -50,7 +50,7 @@ class TrainedTeacher:
         if self._model is None:
             # The runner's modules bring torch.distributed, plotting and the data loaders:
             # import them when a teacher is first used, not with every coupler.
-            from mfm_core.runner.run import load_run
+            from mfm_core.runner.loading import load_run
 
             # Building the teacher seeds the global RNG (for a model's initial weights, which
             # the checkpoint then replaces): leave the training run's random state as it was.
@@ -69,7 +69,7 @@ class TrainedTeacher:
 
     @property
     def conditional(self) -> bool:
-        from mfm_core.runner.train import is_conditional
+        from mfm_core.runner.objective import is_conditional
 
         return is_conditional(self._load(torch.device("cpu")))
 
@@ -77,8 +77,8 @@ class TrainedTeacher:
         self, solver: Solver, x0: torch.Tensor, labels: torch.Tensor | None, guidance: float
     ) -> torch.Tensor:
         """``Phi(x0)``: ``solver`` on the teacher's field, on ``x0``'s device."""
-        from mfm_core.runner.evaluate import model_field
-        from mfm_core.runner.train import autocast_dtype
+        from mfm_core.runner.objective import autocast_dtype
+        from mfm_core.runner.sampling import model_field
 
         model = self._load(x0.device).to(x0.device)  # nothing to do after the first call
         dtype = autocast_dtype(self.precision, x0.device)

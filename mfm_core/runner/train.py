@@ -21,81 +21,25 @@ from tqdm.auto import tqdm
 
 from mfm_core.config import Config, TrainConfig
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
-from mfm_core.protocols import ProbPath
 from mfm_core.runner.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
     save_checkpoint,
 )
-from mfm_core.runner.data import draw_labelled, target_stream
+from mfm_core.runner.data import target_stream
 from mfm_core.runner.distributed import (
     TORCH_STREAM,
     TRAIN_STREAM,
     Distributed,
     derived_seed,
 )
+from mfm_core.runner.loading import load_weights
+from mfm_core.runner.objective import NULL_LABEL, autocast_dtype, is_conditional, regression_loss
 from mfm_core.runner.pipeline import Pipeline
 from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
 
-NULL_LABEL = -1
-"""The label of "no class": classifier-free guidance trains on it and samples with it."""
-
-
-def draw_batch(
-    pipeline: Pipeline, batch_size: int, generator: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """A minibatch of noise, data and the data's labels (``None`` without labels), drawn on
-    the CPU (reproducible on any device)."""
-    x0 = pipeline.source.sample(batch_size, generator)
-    x1, labels = draw_labelled(pipeline.target, batch_size, generator)
-    labels = None if labels is None else labels.to(device)
-    return x0.to(device, non_blocking=True), x1.to(device, non_blocking=True), labels
-
-
-def is_conditional(model: torch.nn.Module) -> bool:
-    """A class-conditional model takes labels as ``cond``."""
-    return getattr(model, "num_classes", None) is not None
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast type of ``train.precision``: ``auto`` is bf16 on CUDA, fp32 elsewhere."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def regression_loss(
-    path: ProbPath,
-    model: torch.nn.Module,
-    x0: torch.Tensor,
-    x1: torch.Tensor,
-    t: torch.Tensor,
-    cond: torch.Tensor | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Mean over pairs of ||v(x_t, t, cond) - u_t||^2 (squared norm summed over sample
-    dimensions). The model runs under autocast to ``dtype`` when given; the loss is fp32."""
-    sample = path.sample(x0, x1, t)
-    with torch.autocast(x0.device.type, dtype=dtype, enabled=dtype is not None):
-        args = (sample.x_t, sample.t) if cond is None else (sample.x_t, sample.t, cond)
-        v = model(*args)
-    return (v.float() - sample.u_t.float()).pow(2).flatten(1).sum(1).mean()
-
-
-def flow_matching_loss(
-    pipeline: Pipeline,
-    model: torch.nn.Module,
-    x0: torch.Tensor,
-    x1: torch.Tensor,
-    generator: torch.Generator,
-    cond: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The joint CFM loss on one minibatch: couple, then :func:`regression_loss` with
-    t ~ U[0, 1] drawn per pair. ``cond`` (labels of ``x1``) goes to coupler and model."""
-    x0, x1, cond = pipeline.coupler(x0, x1, cond).pairs(x0, x1, cond)
-    t = torch.rand(len(x0), generator=generator).to(x0.device)
-    return regression_loss(pipeline.path, model, x0, x1, t, cond)
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -129,18 +73,6 @@ def batch_sizes(config: TrainConfig, world_size: int) -> BatchSizes:
             f"{micro} (train.batch_size / processes / train.grad_accum)"
         )
     return BatchSizes(per_rank=per_rank, micro=micro, coupling=coupling)
-
-
-def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path) -> None:
-    """Load a checkpoint's weights; a model that does not match them is a clear error."""
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1].strip()  # the mismatch itself
-        raise CheckpointError(
-            f"the checkpoints of {run_dir} do not fit the model the config now builds "
-            f"(did an override change the model?): {detail}"
-        ) from None
 
 
 def ema_decay(config: TrainConfig, step: int) -> float:
@@ -367,7 +299,7 @@ class Trainer:
             group["weight_decay"] = train.weight_decay
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
-    def resume(self, logger: logging.Logger) -> None:
+    def resume(self) -> None:
         """Continue from the newest usable checkpoint (read by the main process and sent to
         the others); later log lines are dropped."""
         loaded: tuple[str, Any, str] = ("", None, "")
@@ -501,12 +433,7 @@ class Trainer:
             torch._foreach_copy_(ema_buffers, buffers)
         self.ema.n_averaged += 1
 
-    def train(
-        self,
-        logger: logging.Logger,
-        progress: bool = True,
-        on_step: Callable[[int], None] | None = None,
-    ) -> None:
+    def train(self, progress: bool = True, on_step: Callable[[int], None] | None = None) -> None:
         """Train up to ``config.steps``, logging and checkpointing; Ctrl-C or SIGTERM (on any
         process) ends the current step, saves a checkpoint and stops with a message saying how
         to resume. ``on_step(step)`` runs on the main process after every step."""

@@ -68,7 +68,7 @@ def test_a_malicious_pickle_in_checkpoints_never_executes(fast_config, tmp_path,
         assert b"system" in handle.read()
     resume_run(run_dir, ["train.steps=4"], progress=False)
     assert "skipped checkpoint" in (run_dir / "run.log").read_text()
-    from mfm_core.runner.run import load_run
+    from mfm_core.runner.loading import load_run
 
     with pytest.warns(UserWarning, match="step-00000099.pt"):
         assert load_run(run_dir).step == 4
@@ -114,12 +114,12 @@ def test_disk_full_while_checkpointing_stops_cleanly_and_resumes_exactly(
 def test_disk_full_while_writing_results_keeps_the_checkpoints(
     fast_config, tmp_path, cli, monkeypatch
 ):
-    import mfm_core.runner.run as run
+    import mfm_core.runner.results as results
 
     def full(path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(run, "write_json", full)
+    monkeypatch.setattr(results, "write_json", full)
     status, err = cli("run", fast_config, "--runs", tmp_path, "--quiet")
     assert status == 2
     line = one_error_line(err)

@@ -39,7 +39,7 @@ WRITER = textwrap.dedent(
 
     torch.save = half_save
     state = {"weights": torch.full((20000,), 2.0), "step": int(sys.argv[2])}
-    checkpoint.save_checkpoint(Path(sys.argv[1]), int(sys.argv[2]), state, keep=5)
+    checkpoint.save_checkpoint(Path(sys.argv[1]), int(sys.argv[2]), state, keep=5, owned=[])
     """
 )
 
@@ -48,7 +48,7 @@ WRITER = textwrap.dedent(
 def test_a_writer_killed_mid_checkpoint_leaves_the_previous_one(tmp_path: Path, step: int):
     directory = tmp_path / "checkpoints"
     previous = {"weights": torch.full((20000,), 1.0), "step": 10}
-    save_checkpoint(directory, 10, previous, keep=5)
+    save_checkpoint(directory, 10, previous, keep=5, owned=[])
     before = (directory / "step-00000010.pt").read_bytes()
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(directory), str(step)],

@@ -19,8 +19,9 @@ from mfm_core.cli import main
 from mfm_core.config import load_config
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.pipeline import build_pipeline
-from mfm_core.runner.run import resume_run, sample_run, start_run
+from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
+from mfm_core.runner.sampling import sample_run
 
 
 def losses(run_dir):

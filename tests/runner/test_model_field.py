@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mfm_core.runner.evaluate import model_field
-from mfm_core.runner.train import NULL_LABEL
+from mfm_core.runner.objective import NULL_LABEL
+from mfm_core.runner.sampling import model_field
 
 
 class TwoFields(torch.nn.Module):

@@ -17,8 +17,9 @@ import torch
 
 from mfm_core.errors import CheckpointError
 from mfm_core.runner.checkpoint import list_checkpoints
-from mfm_core.runner.run import resume_run, sample_run, start_run
+from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
+from mfm_core.runner.sampling import sample_run
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:
