@@ -3,9 +3,11 @@
 Everything a plugin author needs comes from here: ``hookimpl`` and ``Register`` (the hooks),
 the protocols and their result classes, ``PairCoupler`` and ``cost_matrix`` (to write a
 pairing coupler), ``InvalidValue`` (to reject a parameter) and ``check_coupler`` (to test
-one). Users build any registered component with ``create``.
+one). Users build any registered component with ``create``, and train, load and sample from
+runs with ``train``, ``load_run`` and ``Run.sample`` (docs/python.md).
 """
 
+from mfm_core.api import Run, Samples, load_run, train
 from mfm_core.couplers.base import PairCoupler
 from mfm_core.couplers.costs import cost_matrix
 from mfm_core.errors import CheckpointError, ConfigError, MfmError, PluginError
@@ -48,6 +50,8 @@ __all__ = [
     "PluginError",
     "Register",
     "Registry",
+    "Run",
+    "Samples",
     "Solver",
     "SolveResult",
     "VectorFieldNet",
@@ -55,5 +59,7 @@ __all__ = [
     "cost_matrix",
     "create",
     "get_registry",
+    "load_run",
+    "train",
     "hookimpl",
 ]

@@ -95,8 +95,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config, *overrides = args.args
         run_dir = start_run(config, overrides, args.runs, progress=not args.quiet)
     if _is_main_process():
+        _print_results(run_dir)
         print(f"done: {run_dir}")
     return 0
+
+
+def _print_results(directory: Path, run_dir: Path | None = None) -> None:
+    """The end of a run or an evaluation: the summary table, the pictures, what to run next."""
+    from mfm_core.runner import report
+    from mfm_core.runner.rundir import METRICS_FILE
+
+    metrics = json.loads((directory / METRICS_FILE).read_text())
+    pictures = [
+        directory / name
+        for name in ("samples.png", "trajectories.png", "loss.png", report.PLOT_FILE)
+        if (directory / name).is_file()
+    ]
+    print(report.terminal_summary(metrics))
+    print(report.next_steps(run_dir or directory, pictures))
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -177,11 +193,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from mfm_core.runner.reevaluate import eval_run
-    from mfm_core.runner.report import PLOT_FILE, REPORT_FILE
 
-    eval_run(args.run_dir, list(args.overrides))
-    print(f"wrote {args.run_dir / 'metrics.json'}, {REPORT_FILE} and {PLOT_FILE}")
-    print((args.run_dir / REPORT_FILE).read_text(), end="")
+    evaluation = eval_run(args.run_dir, list(args.overrides), args.out)
+    _print_results(evaluation.directory, args.run_dir)
+    print(f"done: {evaluation.directory}")
     return 0
 
 
@@ -259,7 +274,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
 
     evaluate = sub.add_parser(
-        "eval", help="evaluate a run's latest checkpoint: metrics.json, metrics.md, metrics.png"
+        "eval",
+        help="evaluate a run's latest checkpoint again, into RUN/evals/NNNNN-eval (or --out): "
+        "metrics.json, metrics.md, metrics.png",
     )
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument(
@@ -267,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="KEY=VALUE",
         help='e.g. \'eval.metrics=["w2", "straightness"]\' eval.num_samples=1000',
+    )
+    evaluate.add_argument(
+        "--out", type=Path, help="a new or empty folder for the results (RUN/evals/NNNNN-eval)"
     )
     _add_common(evaluate)
     evaluate.set_defaults(func=_cmd_eval)

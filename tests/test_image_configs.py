@@ -123,8 +123,8 @@ def test_two_training_steps_of_each_image_config_on_cpu(name, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 2 and np.isfinite(metrics["final_loss"])
     with np.load(run_dir / "samples.npz") as saved:
-        assert saved["generated_1"].shape == (4, resolution, resolution, 3)
-        assert saved["generated_1"].dtype == np.uint8
+        assert saved["euler-2"].shape == (4, resolution, resolution, 3)
+        assert saved["euler-2"].dtype == np.uint8
     assert (run_dir / "samples.png").stat().st_size > 1000
 
 

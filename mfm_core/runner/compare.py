@@ -30,6 +30,7 @@ from mfm_core.config import parse_override
 from mfm_core.errors import ConfigError
 from mfm_core.runner import plots, report
 from mfm_core.runner.checkpoint import atomic_write, list_checkpoints
+from mfm_core.runner.results import sample_keys
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import (
     CHECKPOINTS,
@@ -237,12 +238,24 @@ def write_comparison(directory: Path, command: str, variants: list[Variant]) -> 
     atomic_write(directory / TABLE_FILE, lambda handle: handle.write(text))
     write_json(directory / RESULTS_FILE, {"command": command, "runs": results})
     plots.plot_metrics(
-        directory / report.PLOT_FILE, {k: m.get("samples", []) for k, m in results.items()}
+        directory / report.PLOT_FILE,
+        {k: m.get("samples", []) for k, m in results.items()},
+        better=_merged(results, "better"),
+        floors=_merged(results, "floors"),
+        title="Metrics of each run against the number of solver steps",
     )
     plots.plot_losses(
         directory / "loss.png", {v.label: read_log(directory / v.directory) for v in variants}
     )
     _plot_2d(directory, variants, results)
+
+
+def _merged(results: dict[str, Any], key: str) -> dict[str, Any]:
+    """A metrics.json table (``better``, ``floors``) of every run, merged."""
+    merged: dict[str, Any] = {}
+    for metrics in results.values():
+        merged.update(metrics.get(key) or {})
+    return merged
 
 
 def _plot_2d(directory: Path, variants: list[Variant], results: dict[str, Any]) -> None:
@@ -259,9 +272,9 @@ def _plot_2d(directory: Path, variants: list[Variant], results: dict[str, Any]) 
             reference = arrays["reference"]
             rows = results[variant.label].get("samples", [])
             samples[variant.label] = [
-                (rows[i], arrays[f"generated_{i}"])
-                for i in range(len(rows))
-                if f"generated_{i}" in arrays
+                (row, arrays[key])
+                for row, key in zip(rows, sample_keys(rows), strict=True)
+                if key in arrays
             ]
             if "trajectory" in arrays:
                 trajectories[variant.label] = arrays["trajectory"]

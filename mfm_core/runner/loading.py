@@ -47,6 +47,23 @@ class Trained:
     pipeline: Pipeline
     model: torch.nn.Module
     step: int
+    weights: dict[str, Any]
+
+
+def weights_record(state: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Which weights ``eval_weights`` gives, as ``Trainer.weights_record`` says it: the EMA
+    (its configured and effective decay) or the raw weights, at the checkpoint's step."""
+    from mfm_core.runner.train import ema_decay
+
+    step = int(state["step"])
+    if "ema" not in state:
+        return {"kind": "raw", "step": step}
+    return {
+        "kind": "ema",
+        "decay": config.train.ema,
+        "effective_decay": ema_decay(config.train, max(step - 1, 0)),
+        "step": step,
+    }
 
 
 def load_run(
@@ -65,4 +82,10 @@ def load_run(
     model = pipeline.model
     load_weights(model, eval_weights(state), run_dir)
     model.to(device or resolve_device(config.train.device)).eval()
-    return Trained(config=config, pipeline=pipeline, model=model, step=int(state["step"]))
+    return Trained(
+        config=config,
+        pipeline=pipeline,
+        model=model,
+        step=int(state["step"]),
+        weights=weights_record(state, config),
+    )

@@ -1,4 +1,5 @@
-"""``mfm eval``: evaluate a trained run again, with other metrics or solvers."""
+"""``mfm eval``: evaluate a trained run again, with other metrics or solvers, into a folder of
+its own (``RUN/evals/NNNNN-eval/`` or ``--out``); the run's own results stay as they were."""
 
 from __future__ import annotations
 
@@ -8,48 +9,98 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import attrs
+
+from mfm_core.errors import ConfigError
 from mfm_core.runner.evaluate import evaluate
 from mfm_core.runner.loading import Trained, load_run
 from mfm_core.runner.results import write_results
-from mfm_core.runner.rundir import METRICS_FILE, remove_stale_temporaries, run_log
+from mfm_core.runner.rundir import (
+    METRICS_FILE,
+    create_run_dir,
+    remove_stale_temporaries,
+    run_log,
+)
 from mfm_core.runner.runlock import run_lock
 from mfm_core.runner.train import batch_sizes
 
 logger = logging.getLogger(__name__)
 
+EVALS = "evals"
+"""The folder of a run that holds its later evaluations, one numbered folder each."""
 
-def eval_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+
+@attrs.frozen(kw_only=True)
+class Evaluation:
+    """What ``mfm eval`` wrote: its ``directory``, the ``metrics`` (as in its metrics.json)
+    and the ``pictures``."""
+
+    directory: Path
+    metrics: dict[str, Any]
+    pictures: list[Path]
+
+
+def eval_run(run_dir: Path, overrides: list[str], out: Path | None = None) -> Evaluation:
     """Evaluate the newest checkpoint of ``run_dir`` again, with the run's config after
-    ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``): rewrites metrics.json
-    (keeping the training figures), metrics.md, the plots and samples.npz. Works on a run that
-    stopped before its own evaluation too. Returns the new metrics."""
+    ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``), into ``out`` (a new
+    or empty folder) or the next ``run_dir/evals/NNNNN-eval``: metrics.json (with the
+    evaluation's settings, the weights' step and kind, and the training figures), metrics.md,
+    the plots and samples.npz. Works on a run that stopped before its own evaluation too."""
     run = load_run(run_dir, overrides)
     with run_lock(run_dir):
         remove_stale_temporaries(run_dir)
-        return _evaluate_again(run_dir, run, overrides)
+        directory = _output_directory(run_dir, out)
+        return _evaluate_again(run_dir, directory, run, overrides)
 
 
-def _evaluate_again(run_dir: Path, run: Trained, overrides: list[str]) -> dict[str, Any]:
-    config, pipeline, model = run.config, run.pipeline, run.model
-    device = next(model.parameters()).device
-    previous: dict[str, Any] = {}
+def _output_directory(run_dir: Path, out: Path | None) -> Path:
+    if out is None:
+        return create_run_dir(run_dir / EVALS, "eval")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            f"--out {str(out)!r} exists and is not an empty folder; give a new folder "
+            "(an evaluation never writes over other files)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(out)!r}: cannot make the folder ({exc.strerror})") from None
+    return out
+
+
+def _training_figures(run_dir: Path, run: Trained) -> dict[str, Any]:
+    """The run's own training figures (from its metrics.json) when they are of the weights
+    being evaluated; otherwise the checkpoint's step and coupling size."""
+    previous: Any = {}
     if (run_dir / METRICS_FILE).is_file():
         try:
             previous = json.loads((run_dir / METRICS_FILE).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             previous = None
         if not isinstance(previous, dict) or not isinstance(previous.get("train") or {}, dict):
-            warnings.warn(f"{run_dir / METRICS_FILE} is unreadable; writing it anew", stacklevel=2)
+            warnings.warn(
+                f"{run_dir / METRICS_FILE} is unreadable; the evaluation does without it",
+                stacklevel=3,
+            )
             previous = {}
     train = previous.get("train") or {}
-    coupling = train.get("coupling") or batch_sizes(config.train, 1).coupling
+    coupling = train.get("coupling") or batch_sizes(run.config.train, 1).coupling
     if train.get("steps") != run.step:  # trained on since (or never evaluated)
         train = {"steps": run.step, "coupling": coupling}
+    return train
+
+
+def _evaluate_again(
+    run_dir: Path, directory: Path, run: Trained, overrides: list[str]
+) -> Evaluation:
+    config, pipeline, model = run.config, run.pipeline, run.model
+    device = next(model.parameters()).device
+    train = _training_figures(run_dir, run)
     with run_log(run_dir):
-        logger.info(f"eval {run_dir} at step {run.step} on {device}")
-        metrics, samples = evaluate(pipeline, model, config, coupling, device)
+        logger.info(f"eval {run_dir} at step {run.step} on {device} into {directory}")
+        metrics, samples = evaluate(pipeline, model, config, train["coupling"], device)
+        metrics["weights"] = run.weights
         metrics["train"] = train
-        if overrides:
-            metrics["eval_overrides"] = list(overrides)
-        write_results(run_dir, config, metrics, samples)
-    return metrics
+        metrics["eval_overrides"] = list(overrides)
+        pictures = write_results(directory, config, metrics, samples)
+    return Evaluation(directory=directory, metrics=metrics, pictures=pictures)

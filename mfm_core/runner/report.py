@@ -38,6 +38,32 @@ def _table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def training_loss(log: Sequence[Mapping[str, Any]]) -> float | None:
+    """The training loss at the end of a run: the mean of the last 1/50 of its logged steps
+    (the running mean ``loss.png`` draws), or None for an empty log."""
+    losses = [r["loss"] for r in log if isinstance(r.get("loss"), (int, float))]
+    if not losses:
+        return None
+    tail = losses[-max(1, len(losses) // 50) :]
+    return sum(tail) / len(tail)
+
+
+def next_steps(run_dir: Path, pictures: Sequence[Path]) -> str:
+    """Where the pictures are and the commands a user runs next on ``run_dir``."""
+    lines = []
+    if pictures:
+        lines.append(f"pictures: {', '.join(str(p) for p in pictures)}")
+    lines += [
+        "next:",
+        f"  mfm sample {run_dir} --num 10000 --out samples.npz   # draw more samples",
+        f"  mfm eval {run_dir} eval.num_samples=5000             # evaluate again "
+        f"(into {run_dir / 'evals'})",
+        f"  mfm compare {run_dir / 'config.toml'} coupler.name=independent,exact"
+        "   # the same job with other couplings",
+    ]
+    return "\n".join(lines)
+
+
 def weights_label(metrics: Mapping[str, Any]) -> str:
     """``EMA weights (decay 0.999, effective 0.9931) at step 300`` or ``raw weights at step
     300``: which weights the figures are of."""
@@ -182,4 +208,10 @@ def write_run_report(run_dir: Path, metrics: Mapping[str, Any]) -> None:
     """``metrics.md`` and ``metrics.png`` (when there are metrics) for one run."""
     text = run_markdown(run_dir.name, metrics).encode()
     atomic_write(run_dir / REPORT_FILE, lambda handle: handle.write(text))
-    plots.plot_metrics(run_dir / PLOT_FILE, {run_dir.name: metrics.get("samples", [])})
+    plots.plot_metrics(
+        run_dir / PLOT_FILE,
+        {run_dir.name: metrics.get("samples", [])},
+        better=metrics.get("better", {}),
+        floors=metrics.get("floors", {}),
+        title=f"{run_dir.name}: metrics against the number of solver steps",
+    )

@@ -20,40 +20,62 @@ logger = logging.getLogger(__name__)
 
 
 def write_results(
-    run_dir: Path,
+    out_dir: Path,
     config: Config,
     metrics: dict[str, Any],
     samples: dict[str, Any],
-) -> None:
-    """metrics.json, metrics.md, the plots and (with ``eval.save_samples``) samples.npz."""
-    write_json(run_dir / METRICS_FILE, metrics)
+    *,
+    log_dir: Path | None = None,
+) -> list[Path]:
+    """metrics.json, metrics.md, the plots and (with ``eval.save_samples``) samples.npz into
+    ``out_dir``; ``loss.png`` from the training log of ``log_dir`` (default ``out_dir``).
+    Returns the pictures written."""
+    write_json(out_dir / METRICS_FILE, metrics)
     if config.eval.save_samples:
-        _save_samples(run_dir / SAMPLES_FILE, samples)
-    report.write_run_report(run_dir, metrics)
-    logger.info(f"final loss {metrics['final_loss']:.4f}; wrote {run_dir / METRICS_FILE}")
-    _pictures(run_dir, config, metrics, samples)
+        _save_samples(out_dir / SAMPLES_FILE, samples, metrics["samples"])
+    report.write_run_report(out_dir, metrics)
+    logger.info(f"wrote {out_dir / METRICS_FILE}")
+    _pictures(out_dir, log_dir or out_dir, config, metrics, samples)
+    names = ("samples.png", "trajectories.png", "loss.png", report.PLOT_FILE)
+    return [out_dir / name for name in names if (out_dir / name).is_file()]
 
 
-def _save_samples(path: Path, samples: dict[str, Any]) -> None:
-    """``reference`` and ``generated_N`` for the N-th row of metrics.json, plus ``noise`` for
-    vectors and the trajectory of the run's ``solver`` (``trajectory``: (T, n, ...), and
-    ``trajectory_nfe``) when there is one; images as uint8 (n, H, W, C)."""
+def sample_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """One samples.npz key per solver setting: ``euler-1``, ``midpoint-4``, ``dopri5``; a
+    setting listed twice gets ``-2``, ``-3``, ... after its key."""
+    keys: list[str] = []
+    for row in rows:
+        key = f"{row['solver']}-{row['steps']}" if "steps" in row else str(row["solver"])
+        base, count = key, 2
+        while key in keys:
+            key, count = f"{base}-{count}", count + 1
+        keys.append(key)
+    return keys
+
+
+def _save_samples(path: Path, samples: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``reference`` and one array per solver setting of metrics.json, keyed by
+    :func:`sample_keys` (``euler-1``, ..., ``dopri5``), plus ``noise`` for vectors and the
+    trajectory of the run's ``solver`` (``trajectory``: (T, n, ...), and ``trajectory_nfe``)
+    when there is one; images as uint8 (n, H, W, C)."""
     if samples["image"]:
         arrays = {"reference": images.to_uint8(samples["reference"])}
         convert = images.to_uint8
     else:
         arrays = {"noise": samples["noise"].numpy(), "reference": samples["reference"].numpy()}
         convert = torch.Tensor.numpy
-    for index, generated in enumerate(samples["generated"]):
-        arrays[f"generated_{index}"] = convert(generated)
+    for key, generated in zip(sample_keys(rows), samples["generated"], strict=True):
+        arrays[key] = convert(generated)
     if samples["trajectory"] is not None:
         arrays["trajectory"] = samples["trajectory"].trajectory.float().cpu().numpy()
         arrays["trajectory_nfe"] = np.array(samples["trajectory"].nfe)
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
-def _pictures(run_dir: Path, config: Config, metrics: dict, samples: dict[str, Any]) -> None:
-    log = read_log(run_dir)
+def _pictures(
+    run_dir: Path, log_dir: Path, config: Config, metrics: dict, samples: dict[str, Any]
+) -> None:
+    log = read_log(log_dir)
     if log:
         plots.plot_loss(run_dir / "loss.png", log)
     if samples["image"]:

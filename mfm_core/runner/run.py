@@ -16,7 +16,7 @@ import torch
 
 from mfm_core.config import Config, load_config, to_toml_dict
 from mfm_core.errors import ConfigError
-from mfm_core.runner import images
+from mfm_core.runner import images, report
 from mfm_core.runner.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.evaluate import evaluate, write_grid
 from mfm_core.runner.pipeline import Pipeline, resolve_device
@@ -25,6 +25,7 @@ from mfm_core.runner.rundir import (
     CONFIG_FILE,
     create_run_dir,
     existing_run_dir,
+    read_log,
     remove_stale_temporaries,
     run_log,
     write_config,
@@ -151,9 +152,13 @@ def _finish(session: RunSession, trainer: Trainer) -> None:
     metrics, samples = evaluate(
         session.pipeline, trainer.eval_model, config, trainer.sizes.coupling, session.device
     )
+    metrics["weights"] = trainer.weights_record()
     metrics["train"] = {
         "steps": trainer.step,
         "seconds": round(trainer.elapsed, 2),
         "coupling": trainer.sizes.coupling,
     }
+    loss = report.training_loss(read_log(session.run_dir))
+    if loss is not None:
+        metrics["train"]["loss"] = loss
     write_results(session.run_dir, config, metrics, samples)

@@ -17,7 +17,6 @@ import attrs
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from mfm_core.config import Config, TrainConfig
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
@@ -37,6 +36,7 @@ from mfm_core.runner.distributed import (
 from mfm_core.runner.loading import load_weights
 from mfm_core.runner.objective import NULL_LABEL, autocast_dtype, is_conditional, regression_loss
 from mfm_core.runner.pipeline import Pipeline
+from mfm_core.runner.progress import progress as progress_bar
 from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
 
 logger = logging.getLogger(__name__)
@@ -440,14 +440,7 @@ class Trainer:
         config = self.config
         main = self.dist.is_main
         start = time.perf_counter() - self.elapsed
-        bar = tqdm(
-            total=config.steps,
-            initial=self.step,
-            unit="step",
-            disable=not (progress and main),
-            dynamic_ncols=True,
-            desc="train",
-        )
+        bar = progress_bar(config.steps, initial=self.step, desc="train", enabled=progress and main)
         stopping = False
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         try:

@@ -105,7 +105,7 @@ def test_compare_writes_a_side_by_side_report(capsys, tiny_config, tmp_path) -> 
     ):
         assert np.array_equal(a["noise"], b["noise"])
         assert np.array_equal(a["reference"], b["reference"])
-        assert not np.array_equal(a["generated_0"], b["generated_0"])
+        assert not np.array_equal(a["euler-1"], b["euler-1"])
         assert a["trajectory"].shape[1:] == (10, 2)
 
 
@@ -135,10 +135,19 @@ def test_eval_recomputes_a_runs_metrics_and_adds_new_ones(capsys, tiny_config, t
     (run_dir,) = runs.iterdir()
     before = json.loads((run_dir / "metrics.json").read_text())
     assert (run_dir / "metrics.md").is_file() and (run_dir / "metrics.png").is_file()
+    results = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     capsys.readouterr()
     assert main(["eval", str(run_dir), METRICS]) == 0
     out = capsys.readouterr().out
-    after = json.loads((run_dir / "metrics.json").read_text())
+    # The evaluation has a folder of its own; the run's results are left as they were.
+    evaluation = run_dir / "evals" / "00000-eval"
+    assert out.strip().splitlines()[-1] == f"done: {evaluation}"
+    for name, content in results.items():
+        if name != "run.log":
+            assert (run_dir / name).read_bytes() == content, name
+    after = json.loads((evaluation / "metrics.json").read_text())
+    assert after["weights"] == before["weights"] == {"kind": "raw", "step": 12}
+    assert after["eval"]["num_samples"] == 60 and after["eval"]["seed"] == 1234
     assert after["train"] == before["train"]
     assert after["final_loss"] == before["final_loss"]
     assert after["eval_overrides"] == [METRICS]
@@ -146,7 +155,14 @@ def test_eval_recomputes_a_runs_metrics_and_adds_new_ones(capsys, tiny_config, t
         assert new["w2"] == old["w2"]  # the same seeds, the same samples
         assert {"straightness", "consistency", "nll", "transport_cost.cost"} <= set(new)
     assert "grad_variance" in after["run"]
-    assert (run_dir / "metrics.md").read_text() in out
+    assert "straightness (lower better)" in out and "noise floor of w2" in out
+    assert {"metrics.md", "metrics.png", "samples.npz"} <= {p.name for p in evaluation.iterdir()}
+    # A second evaluation goes into the next folder; --out must be new or empty.
+    assert main(["eval", str(run_dir), "eval.num_samples=30"]) == 0
+    assert (run_dir / "evals" / "00001-eval" / "metrics.json").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--out", str(evaluation)]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
 
 
 def test_a_failing_metric_is_reported_and_the_rest_kept(capsys, tiny_config, tmp_path) -> None:
@@ -209,8 +225,10 @@ def test_metrics_that_re_solve_follow_the_eval_batches(tiny_config, tmp_path) ->
     )
     rows = []
     for batch in ("eval.batch_size=7", "eval.batch_size=1000"):
-        assert main(["eval", str(run_dir), solvers, chosen, batch]) == 0
-        rows.append(json.loads((run_dir / "metrics.json").read_text())["samples"])
+        out = tmp_path / batch
+        extra = [solvers, chosen, batch, "eval.num_samples=21"]
+        assert main(["eval", str(run_dir), "--out", str(out), *extra]) == 0
+        rows.append(json.loads((out / "metrics.json").read_text())["samples"])
     for batched, whole in zip(*rows, strict=True):
         for key in ("straightness", "consistency"):
             assert batched[key] == pytest.approx(whole[key], rel=1e-4)

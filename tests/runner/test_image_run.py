@@ -42,7 +42,7 @@ def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_c
         "step-00000012.png",
     ]
     with np.load(run_dir / "samples.npz") as saved:
-        assert sorted(saved.files) == ["generated_0", "generated_1", "reference"]
+        assert sorted(saved.files) == ["euler-1", "euler-2", "reference"]
         for name in saved.files:
             assert saved[name].dtype == np.uint8 and saved[name].shape == (4, 8, 8, 3)
         with Image.open(run_dir / "samples.png") as picture:
@@ -86,7 +86,7 @@ def test_resume_is_exact_with_pairs_left_over_from_a_coupling(tiny_plugin, image
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, part)]
     assert metrics[0]["final_loss"] == metrics[1]["final_loss"]
     with np.load(whole / "samples.npz") as a, np.load(part / "samples.npz") as b:
-        assert np.array_equal(a["generated_1"], b["generated_1"])
+        assert np.array_equal(a["euler-2"], b["euler-2"])
 
 
 def test_options_change_the_training(tiny_plugin, image_config, tmp_path):

@@ -40,11 +40,11 @@ def test_run_directory_holds_config_log_checkpoints_metrics_and_pictures(tiny_co
 
     with np.load(run_dir / "samples.npz") as saved:
         assert sorted(saved.files) == [
-            "generated_0",
-            "generated_1",
-            "generated_2",
+            "dopri5",
+            "euler-1",
             "noise",
             "reference",
+            "rk4-2",
             "trajectory",
             "trajectory_nfe",
         ]
@@ -55,7 +55,7 @@ def test_run_directory_holds_config_log_checkpoints_metrics_and_pictures(tiny_co
         from mfm_core.metrics.w2 import w2_distance
 
         w2_of_rk4 = w2_distance(
-            torch.from_numpy(saved["generated_1"]), torch.from_numpy(saved["reference"])
+            torch.from_numpy(saved["rk4-2"]), torch.from_numpy(saved["reference"])
         )
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
