@@ -185,7 +185,10 @@ def plot_metrics(
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     handles, labels = _legend_entries(axes.flat)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=8)
+    # As many legend columns as fit under the panels, so the legend is never cut off.
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=min(len(labels), 2 * width), fontsize=8
+    )
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
     fig.suptitle(title or "Metrics against the number of solver steps", fontsize=10)
