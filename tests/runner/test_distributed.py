@@ -49,7 +49,10 @@ def test_two_processes_train_one_run_on_disjoint_shards_and_resume_exactly(
     assert whole.returncode == 0, whole.stderr
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["00000-tinyimg"]
     run_dir = tmp_path / "a" / "00000-tinyimg"
-    assert whole.stdout.strip() == f"done: {run_dir}"  # reported once, by rank 0
+    # Reported once, by rank 0: the summary, then the run directory.
+    lines = whole.stdout.strip().splitlines()
+    assert lines[-1] == f"done: {run_dir}" and len([x for x in lines if "done:" in x]) == 1
+    assert len([x for x in lines if x.startswith("evaluated ")]) == 1
     assert [step for step, _ in losses(run_dir)] == list(range(1, 9))
     assert (run_dir / "metrics.json").is_file() and (run_dir / "samples.png").is_file()
     # 64 images, 32 per process, 4 per process and step: 8 steps are one epoch of each shard
