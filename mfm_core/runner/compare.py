@@ -233,9 +233,6 @@ def write_comparison(directory: Path, command: str, variants: list[Variant]) -> 
     results = {
         v.label: json.loads((directory / v.directory / METRICS_FILE).read_text()) for v in variants
     }
-    title = f"Comparison: {directory.name}"
-    text = report.compare_markdown(title, results, command).encode()
-    atomic_write(directory / TABLE_FILE, lambda handle: handle.write(text))
     write_json(directory / RESULTS_FILE, {"command": command, "runs": results})
     plots.plot_metrics(
         directory / report.PLOT_FILE,
@@ -248,6 +245,26 @@ def write_comparison(directory: Path, command: str, variants: list[Variant]) -> 
         directory / "loss.png", {v.label: read_log(directory / v.directory) for v in variants}
     )
     _plot_2d(directory, variants, results)
+    title = f"Comparison: {directory.name}"
+    text = report.compare_markdown(title, results, command) + _picture_links(directory)
+    atomic_write(directory / TABLE_FILE, lambda handle: handle.write(text.encode()))
+
+
+PICTURES = {
+    report.PLOT_FILE: "every metric against NFE",
+    "loss.png": "training loss of each run",
+    "samples.png": "samples of each run at each solver setting",
+    "trajectories.png": "paths of each learned flow",
+}
+
+
+def _picture_links(directory: Path) -> str:
+    """Markdown links to the comparison's pictures, beside comparison.md."""
+    found = [(name, what) for name, what in PICTURES.items() if (directory / name).is_file()]
+    if not found:
+        return ""
+    lines = ["", "## Pictures", ""] + [f"- [{what}]({name})" for name, what in found]
+    return "\n".join(lines) + "\n"
 
 
 def _merged(results: dict[str, Any], key: str) -> dict[str, Any]:

@@ -91,6 +91,8 @@ def test_compare_writes_a_side_by_side_report(capsys, tiny_config, tmp_path) -> 
     for heading in ("## w2", "## straightness", "## transport_cost.ratio", "## consistency"):
         assert heading in table
     assert "| independent |" in table and "| exact |" in table
+    assert "- [every metric against NFE](metrics.png)" in table  # the pictures are linked
+    assert "- [paths of each learned flow](trajectories.png)" in table
     assert "grad_variance" in table.splitlines()[8]  # in the summary header
     results = json.loads((directory / "comparison.json").read_text())["runs"]
     assert list(results) == ["independent", "exact"]
