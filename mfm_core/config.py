@@ -103,6 +103,7 @@ class TrainConfig:
     grad_accum: int = attrs.field(default=1, validator=positive)
     coupling_batch: int | None = attrs.field(default=None, validator=positive)
     cond_drop: float = attrs.field(default=0.0, validator=below_one)
+    overlap_coupling: Literal["auto", "on", "off"] = "auto"
 
 
 def _default_eval_solvers() -> list[Component]:

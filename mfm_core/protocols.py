@@ -63,6 +63,11 @@ class Coupler(Protocol):
     The core also accepts a coupler written more simply (``mfm_core.adapters``): one that
     takes only ``(x0, x1)`` (``cond`` is passed, by keyword, only when there are labels and
     the coupler takes it), and one that returns ``(i, j)`` instead of a ``Coupling``.
+
+    Optional attribute ``draws_global_rng`` (read as true when absent): a coupler that sets
+    it false draws nothing from torch's global random generator, so the trainer may couple
+    the next batch in a background thread while the current one trains
+    (``train.overlap_coupling = "auto"``); the pairs are the same either way.
     """
 
     def __call__(

@@ -51,6 +51,9 @@ class PairCoupler(abc.ABC):
     # True for couplers that solve on the CPU (scipy): the cost matrix then crosses from the
     # device once, before the batch is split into classes, not once per class.
     solves_on_host: bool = False
+    # False for couplers that draw nothing from torch's global random generator: the trainer
+    # may then couple the next batch in a background thread (train.overlap_coupling).
+    draws_global_rng: bool = True
 
     def __init__(
         self,

@@ -84,6 +84,7 @@ class ExactCoupler(PairCoupler):
     """
 
     solves_on_host = True
+    draws_global_rng = False
 
     def __init__(
         self,

@@ -16,6 +16,8 @@ class IndependentCoupler(PairCoupler):
     takes the same options.
     """
 
+    draws_global_rng = False
+
     def __init__(self, *, within_class: bool = True, scope: Scope = "local") -> None:
         super().__init__(cost=None, within_class=within_class, scope=scope)
 

@@ -66,6 +66,9 @@ class ReflowCoupler:
     ``|Phi(x0) - x0|^2``.
     """
 
+    is_permutation = True
+    draws_global_rng = False  # the teacher's solve is deterministic
+
     def __init__(
         self,
         *,

@@ -38,15 +38,24 @@ class Distributed:
     def active(self) -> bool:
         return self.world_size > 1
 
-    def mean_and_any(self, value: torch.Tensor, flag: bool) -> tuple[torch.Tensor, bool]:
-        """The mean of ``value`` over processes, and whether any process raised ``flag``
-        (one all-reduce; every process must call it at the same step)."""
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of ``value`` over processes (one all-reduce, no host synchronisation;
+        every process must call it at the same point)."""
         if not self.active:
-            return value, flag
-        flag_value = torch.tensor(float(flag), device=value.device)
-        packed = torch.stack([value.detach().float(), flag_value])
-        dist.all_reduce(packed)
-        return packed[0] / self.world_size, bool(packed[1] > 0)
+            return value
+        total = value.detach().float().clone()
+        dist.all_reduce(total)
+        return total / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        """Whether any process raised ``flag`` (every process must call it at the same
+        point). The flag travels over a CPU (gloo) group, so agreeing on it never waits for
+        the GPU's queued work."""
+        if not self.active:
+            return flag
+        value = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(value, group=_HOST_GROUP)
+        return bool(value.item())
 
     def gather(self, obj: Any) -> list[Any] | None:
         """Every process's ``obj`` on the main process (``None`` elsewhere)."""
@@ -81,6 +90,11 @@ def from_environment() -> Distributed:
         ) from None
 
 
+_HOST_GROUP: Any = None
+"""The gloo group of host-side collectives when the default group is NCCL (else None: the
+default group, which is gloo already)."""
+
+
 @contextlib.contextmanager
 def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
     """Join the other processes (NCCL on CUDA, gloo on the CPU) for the ``with`` block.
@@ -93,15 +107,21 @@ def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    global _HOST_GROUP
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    # Host-side flags (a stop request) go over gloo; on gloo that is the default group.
+    _HOST_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
     yield
+    _HOST_GROUP = None
     dist.destroy_process_group()
 
 
-TRAIN_STREAM = 0  # each process's generator of noise, times, label drops (and toy data)
+TRAIN_STREAM = 0  # each process's generator of noise, coupling shuffles (and toy data)
 EPOCH_STREAM = 1  # the permutation of each epoch of an indexed data set, shared by all
 FLIP_STREAM = 2  # each process's horizontal flips
 TORCH_STREAM = 3  # the global torch RNG (dropout) of each process but the first
+STEP_STREAM = 4  # each process's generator of the times and label drops of its steps
 
 
 def derived_seed(seed: int, stream: int, index: int) -> int:

@@ -125,7 +125,8 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
             f"run {run_dir} on {session.device}{processes}: coupler {config.coupler.name}, "
             f"model {config.model.name} ({parameters:,} parameters), {config.train.steps} "
             f"steps of {config.train.batch_size} samples ({sizes.per_rank} per process in "
-            f"micro-batches of {sizes.micro}, coupled {coupled} at a time)"
+            f"micro-batches of {sizes.micro}, coupled {coupled} at a time"
+            f"{', coupling in the background' if trainer.overlap else ''})"
         )
     trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
     return trainer

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from mfm_core.runner.checkpoint import (
 )
 from mfm_core.runner.data import target_stream
 from mfm_core.runner.distributed import (
+    STEP_STREAM,
     TORCH_STREAM,
     TRAIN_STREAM,
     Distributed,
@@ -40,6 +42,12 @@ from mfm_core.runner.progress import progress as progress_bar
 from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
 
 logger = logging.getLogger(__name__)
+
+FLUSH_EVERY = 50
+"""Steps between two reads of the losses from the device (one host synchronisation): the
+log lines of those steps are written then, and a non-finite loss is noticed then."""
+
+Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +81,30 @@ def batch_sizes(config: TrainConfig, world_size: int) -> BatchSizes:
             f"{micro} (train.batch_size / processes / train.grad_accum)"
         )
     return BatchSizes(per_rank=per_rank, micro=micro, coupling=coupling)
+
+
+def overlaps_coupling(setting: str, coupler: Any, distributed: bool) -> bool:
+    """Whether the trainer couples the next batch in a background thread while the current
+    step trains (``train.overlap_coupling``; the pairs and their order are the same either way,
+    only the waiting differs).
+
+    ``"off"``: never. ``"on"``: always, except that a coupler of scope ``"global"`` under
+    torchrun is an error (its collectives would interleave with the gradients'). ``"auto"``:
+    unless the coupler is global under torchrun, or draws from torch's global random generator
+    (its ``draws_global_rng``, true unless the coupler says otherwise): those draws would
+    interleave with the model's own (dropout) in an order that changes from run to run.
+    """
+    if setting == "off":
+        return False
+    is_global = distributed and getattr(coupler, "scope", "local") == "global"
+    if setting == "on":
+        if is_global:
+            raise ConfigError(
+                "$.train.overlap_coupling: 'on' cannot couple in the background with a coupler "
+                "of scope 'global' under torchrun; set it to 'auto' or 'off'"
+            )
+        return True
+    return not is_global and not getattr(coupler, "draws_global_rng", True)
 
 
 def ema_decay(config: TrainConfig, step: int) -> float:
@@ -129,7 +161,11 @@ class Trainer:
 
     Each optimizer step takes ``grad_accum`` micro-batches of coupled pairs from a buffer;
     an empty buffer is refilled by drawing ``coupling`` noise and data samples and coupling
-    them at once. The buffer's unused pairs are part of the checkpoint.
+    them at once. With :func:`overlaps_coupling`, the next batch is drawn and coupled in a
+    background thread while the current one trains: noise, data and coupling shuffles come
+    from ``generator`` (used only by the coupling, in either thread), times and label drops
+    from ``step_generator`` (only by the step), so the pairs are those of a run without the
+    thread. The buffer's unused pairs and the batch coupled ahead are part of the checkpoint.
     """
 
     def __init__(
@@ -178,6 +214,9 @@ class Trainer:
             torch.manual_seed(derived_seed(train.seed, TORCH_STREAM, dist.rank))
         seed = derived_seed(train.seed, TRAIN_STREAM, dist.rank)
         self.generator = torch.Generator().manual_seed(seed)
+        self.step_generator = torch.Generator().manual_seed(
+            derived_seed(train.seed, STEP_STREAM, dist.rank)
+        )
         self.stream = target_stream(
             pipeline.target,
             self.sizes.coupling,
@@ -188,7 +227,13 @@ class Trainer:
             workers=config.data.workers,
             pin_memory=device.type == "cuda",
         )
-        self.pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self.pairs: Pairs | None = None
+        # The batch coupled ahead: a Future while the background thread works on it.
+        self.next_pairs: Pairs | Future[Pairs] | None = None
+        self.overlap = overlaps_coupling(train.overlap_coupling, pipeline.coupler, dist.active)
+        self._pool: ThreadPoolExecutor | None = None
+        # The coupling generator's and data stream's states before the batch coupled ahead.
+        self._before_ahead: tuple[torch.Tensor, dict[str, Any]] | None = None
         network = torch.compile(self.model) if train.compile else self.model
         if dist.active:
             ids = None if device.type == "cpu" else [device.index]
@@ -220,11 +265,19 @@ class Trainer:
 
     def _rank_state(self) -> dict[str, Any]:
         pairs = None if self.pairs is None else [_cpu(p) for p in self.pairs]
+        if self._settle():
+            ahead = self.next_pairs
+            generator, stream = self.generator.get_state(), self.stream.state()
+        else:  # the batch ahead failed: save the state from before it, so a resume redraws it
+            ahead = None
+            generator, stream = self._before_ahead
         state = {
-            "generator": self.generator.get_state(),
+            "generator": generator,
+            "step_generator": self.step_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "stream": self.stream.state(),
+            "stream": stream,
             "pairs": pairs,
+            "next_pairs": None if ahead is None else [_cpu(p) for p in ahead],
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -275,12 +328,21 @@ class Trainer:
             self.ema_started = int(self.ema.n_averaged) > 0
         mine = state["ranks"][self.dist.rank]
         self.generator.set_state(mine["generator"])
+        if "step_generator" in mine:
+            self.step_generator.set_state(mine["step_generator"])
+        else:
+            logger.warning(
+                "warning: the checkpoint was written by an earlier mfm that drew the times of "
+                "its steps from the coupling's generator; the resumed run draws them from a "
+                "generator of their own, so it is not the run an uninterrupted one would be"
+            )
         torch.set_rng_state(mine["torch_rng"])
         if "cuda_rng" in mine and self.device.type == "cuda":
             torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
         self.stream.load_state(mine["stream"])
-        pairs = mine["pairs"]
+        pairs, ahead = mine["pairs"], mine.get("next_pairs")
         self.pairs = None if pairs is None else tuple(_to(p, self.device) for p in pairs)
+        self.next_pairs = None if ahead is None else tuple(_to(p, self.device) for p in ahead)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self._apply_optimizer_settings()
@@ -359,8 +421,9 @@ class Trainer:
             self.owned,
         )
 
-    def _couple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Draw ``coupling`` noise and data samples and couple them."""
+    def _couple(self) -> Pairs:
+        """Draw ``coupling`` noise and data samples and couple them (in the background thread
+        with overlap: only ``generator`` and the data stream may be used here)."""
         count = self.sizes.coupling
         x0 = self.pipeline.source.sample(count, self.generator).to(self.device, non_blocking=True)
         x1, labels = self.stream.next()
@@ -380,20 +443,39 @@ class Trainer:
             cond = None if cond is None else cond[order]
         return x0, x1, cond
 
-    def _micro_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _settle(self) -> bool:
+        """Wait for the batch being coupled ahead; false if its coupling failed (the error is
+        raised when the batch is needed)."""
+        if isinstance(self.next_pairs, Future):
+            if self.next_pairs.exception() is not None:
+                return False
+            self.next_pairs = self.next_pairs.result()
+        return True
+
+    def _micro_batch(self, needed: int = 1) -> Pairs:
+        """The next micro-batch of pairs; ``needed`` micro-batches (this one included) are
+        left to train in the run. With overlap, when the pairs in hand will not cover them,
+        the next batch is started in the background."""
         if self.pairs is None:
-            self.pairs = self._couple()
+            ahead, self.next_pairs = self.next_pairs, None
+            if isinstance(ahead, Future):
+                ahead = ahead.result()
+            self.pairs = ahead if ahead is not None else self._couple()
         x0, x1, cond = self.pairs
         m = self.sizes.micro
         rest = (x0[m:], x1[m:], None if cond is None else cond[m:])
         self.pairs = rest if len(rest[0]) else None
+        in_hand = len(rest[0]) // m
+        if self._pool is not None and self.next_pairs is None and needed - 1 > in_hand:
+            self._before_ahead = (self.generator.get_state(), self.stream.state())
+            self.next_pairs = self._pool.submit(self._couple)
         return x0[:m], x1[:m], None if cond is None else cond[:m]
 
-    def _micro_loss(self) -> torch.Tensor:
-        x0, x1, cond = self._micro_batch()
-        t = torch.rand(len(x0), generator=self.generator).to(self.device)
+    def _micro_loss(self, needed: int = 1) -> torch.Tensor:
+        x0, x1, cond = self._micro_batch(needed)
+        t = torch.rand(len(x0), generator=self.step_generator).to(self.device)
         if cond is not None and self.config.cond_drop > 0:
-            drop = torch.rand(len(cond), generator=self.generator).to(self.device)
+            drop = torch.rand(len(cond), generator=self.step_generator).to(self.device)
             cond = cond.masked_fill(drop < self.config.cond_drop, NULL_LABEL)
         return regression_loss(self.pipeline.path, self.network, x0, x1, t, cond, self.dtype)
 
@@ -403,11 +485,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         accum = self.config.grad_accum
         total = torch.zeros((), device=self.device)
+        left = (self.config.steps - self.step) * accum
         for index in range(accum):
             # DDP averages gradients over processes at the last micro-batch's backward only.
             no_sync = self.dist.active and index < accum - 1
             with self.network.no_sync() if no_sync else contextlib.nullcontext():
-                loss = self._micro_loss()
+                loss = self._micro_loss(needed=left - index)
                 (loss / accum).backward()
             total += loss.detach()
         if self.config.grad_clip is not None:
@@ -436,40 +519,49 @@ class Trainer:
     def train(self, progress: bool = True, on_step: Callable[[int], None] | None = None) -> None:
         """Train up to ``config.steps``, logging and checkpointing; Ctrl-C or SIGTERM (on any
         process) ends the current step, saves a checkpoint and stops with a message saying how
-        to resume. ``on_step(step)`` runs on the main process after every step."""
+        to resume. ``on_step(step)`` runs on the main process after every step.
+
+        The losses stay on the device and are read every :data:`FLUSH_EVERY` steps, at each
+        checkpoint and at the end (one host synchronisation each): the log lines of those
+        steps are written then, and a non-finite loss stops the run then, naming its step.
+        """
         config = self.config
         main = self.dist.is_main
         start = time.perf_counter() - self.elapsed
         bar = progress_bar(config.steps, initial=self.step, desc="train", enabled=progress and main)
         stopping = False
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
+        pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+        if self.overlap:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="mfm-coupling")
         try:
             with log, stop_requests() as stop:
                 while self.step < config.steps and not stopping:
                     lr = self.optimizer.param_groups[0]["lr"]
-                    loss, stopping = self.dist.mean_and_any(self.train_step(), bool(stop))
+                    loss = self.train_step()
+                    stopping = self.dist.any(bool(stop))
                     self.first_bad = torch.where(
                         (self.first_bad < 0) & ~torch.isfinite(loss), self.step, self.first_bad
                     )
                     if self.step % config.log_every == 0:
-                        self.check_finite()
-                        value = loss.item()
-                        if main:
-                            record = {
-                                "step": self.step,
-                                "loss": value,
-                                "lr": lr,
-                                "time": round(time.perf_counter() - start, 4),
-                            }
-                            log.write(json.dumps(record) + "\n")
-                            log.flush()
-                            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                        record = {"step": self.step, "loss": None, "lr": lr}
+                        record["time"] = round(time.perf_counter() - start, 4)
+                        pending.append((record, loss))
                     bar.update(1)
                     self.elapsed = time.perf_counter() - start
-                    if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    save = self.step % config.checkpoint_every == 0 or self.step == config.steps
+                    if save or stopping or self.step % FLUSH_EVERY == 0:
+                        self._flush(pending, log if main else None, bar)
+                        pending = []
+                    if save:
                         self.save()
                     if main and on_step is not None:
                         on_step(self.step)
+        except BaseException:
+            self._stop_coupling(wait_for_result=False)
+            raise
+        else:
+            self._stop_coupling(wait_for_result=True)
         finally:
             bar.close()
             self.stream.close()
@@ -482,6 +574,46 @@ class Trainer:
                 f"stopped by {cause} at step {self.step}; {where}. "
                 f"Continue with: mfm-run --resume {self.run_dir}"
             )
+
+    def _flush(
+        self, pending: list[tuple[dict[str, Any], torch.Tensor]], log: Any, bar: Any
+    ) -> None:
+        """Read the pending losses (averaged over processes) and the first non-finite step in
+        one transfer; write the log lines of the steps before it, then raise if there is one."""
+        losses = [loss for _, loss in pending]
+        flag = self.first_bad.double()[None]
+        if losses:
+            flag = torch.cat([self.dist.mean(torch.stack(losses)).double(), flag])
+        values = flag.tolist()
+        first_bad = int(values[-1])
+        for (record, _), value in zip(pending, values[:-1], strict=True):
+            if 0 <= first_bad <= record["step"]:
+                break
+            record["loss"] = value
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+        if log is not None and pending:
+            log.flush()
+            bar.set_postfix(loss=f"{values[-2]:.4f}", refresh=False)
+        if first_bad >= 0:
+            self.check_finite()
+
+    def _stop_coupling(self, wait_for_result: bool) -> None:
+        """End the background coupling: wait for the batch coupled ahead, which is kept for
+        a checkpoint (after a failure elsewhere it is waited for but not kept)."""
+        if self._pool is None:
+            return
+        try:
+            if wait_for_result:
+                self._settle()
+            elif isinstance(self.next_pairs, Future):
+                self.next_pairs.cancel()
+                with contextlib.suppress(BaseException):
+                    self.next_pairs.result()
+                self.next_pairs = None
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _verified_up_to(directory: Path, step: int) -> list[Path]:

@@ -68,15 +68,25 @@ def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_c
 SPANNING = ["train.grad_accum=2", "train.coupling_batch=16", "train.checkpoint_every=3"]
 
 
-def test_resume_is_exact_with_pairs_left_over_from_a_coupling(tiny_plugin, image_config, tmp_path):
+@pytest.mark.parametrize("overlap", ["on", "off"])
+def test_resume_is_exact_with_pairs_left_over_from_a_coupling(
+    tiny_plugin, image_config, tmp_path, overlap
+):
     # 8 per step in micro-batches of 4; 16 coupled at a time feed two steps; 64 images make
-    # 4 coupling batches an epoch, so 12 steps cross an epoch. Step 3 leaves 8 coupled pairs.
-    whole = start_run(image_config, SPANNING, tmp_path / "a", progress=False)
-    part = start_run(image_config, SPANNING, tmp_path / "b", progress=False)
+    # 4 coupling batches an epoch, so 12 steps cross an epoch. Step 3 leaves 8 coupled pairs;
+    # coupling in the background, the next 16 are coupled already and saved with them.
+    config = [*SPANNING, f"train.overlap_coupling={overlap!r}"]
+    whole = start_run(image_config, config, tmp_path / "a", progress=False)
+    part = start_run(image_config, config, tmp_path / "b", progress=False)
     checkpoint = load_checkpoint(part / "checkpoints" / "step-00000003.pt")
-    x0, x1, cond = checkpoint["ranks"][0]["pairs"]
+    mine = checkpoint["ranks"][0]
+    x0, x1, cond = mine["pairs"]
     assert x0.shape == x1.shape == (8, 3, 8, 8) and cond.shape == (8,)
-    assert checkpoint["ranks"][0]["stream"]["position"] == [0, 2]
+    if overlap == "on":
+        assert mine["stream"]["position"] == [0, 3]
+        assert [tuple(t.shape) for t in mine["next_pairs"]] == [(16, 3, 8, 8)] * 2 + [(16,)]
+    else:
+        assert mine["stream"]["position"] == [0, 2] and mine["next_pairs"] is None
     for step, path in list_checkpoints(part / "checkpoints"):
         if step > 3:
             path.unlink()
@@ -87,6 +97,24 @@ def test_resume_is_exact_with_pairs_left_over_from_a_coupling(tiny_plugin, image
     assert metrics[0]["final_loss"] == metrics[1]["final_loss"]
     with np.load(whole / "samples.npz") as a, np.load(part / "samples.npz") as b:
         assert np.array_equal(a["euler-2"], b["euler-2"])
+
+
+def test_coupling_in_the_background_trains_the_same_run(tiny_plugin, image_config, tmp_path):
+    runs = {
+        overlap: start_run(
+            image_config,
+            [*SPANNING, f"train.overlap_coupling={overlap!r}"],
+            tmp_path / overlap,
+            progress=False,
+        )
+        for overlap in ("on", "off")
+    }
+    assert losses(runs["on"]) == losses(runs["off"])
+    assert "coupling in the background" in (runs["on"] / "run.log").read_text()
+    assert "coupling in the background" not in (runs["off"] / "run.log").read_text()
+    weights = [load_checkpoint(runs[o] / "checkpoints" / "step-00000012.pt") for o in runs]
+    for name, tensor in weights[0]["model"].items():
+        assert torch.equal(tensor, weights[1]["model"][name]), name
 
 
 def test_options_change_the_training(tiny_plugin, image_config, tmp_path):
