@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-CHECKS = ("couplers", "compile", "torchrun", "dopri5", "resume", "sinkhorn")
+CHECKS = ("couplers", "compile", "torchrun", "dopri5", "resume", "overlap", "sinkhorn")
 SHARE_TARGET = 0.02  # the coupling's share of a training step
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -297,6 +297,33 @@ def check_resume(args: argparse.Namespace) -> list[Row]:
     return [Row("resume", True, time.perf_counter() - start, detail)]
 
 
+def check_overlap(args: argparse.Namespace) -> list[Row]:
+    """The quickstart on the device for 300 steps with the coupling in a background thread
+    and without: the logged losses must be equal."""
+    from mfm_core.runner.run import start_run
+    from mfm_core.runner.rundir import read_log
+
+    config = ROOT / "tomlconfigs" / "quickstart.toml"
+    short = [*RESUME, "train.steps=300"]
+    start = time.perf_counter()
+    losses, seconds = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for overlap in ("on", "off"):
+            began = time.perf_counter()
+            overrides = [*short, f"train.overlap_coupling={overlap!r}"]
+            run = start_run(config, overrides, Path(tmp) / overlap, progress=False)
+            seconds[overlap] = time.perf_counter() - began
+            losses[overlap] = [(r["step"], r["loss"]) for r in read_log(run)]
+    if losses["on"] != losses["off"]:
+        differ = sum(a != b for a, b in zip(losses["on"], losses["off"], strict=False))
+        raise RuntimeError(f"{differ} of {len(losses['off'])} losses differ with the thread")
+    detail = (
+        f"{len(losses['on'])} losses equal; run {seconds['on']:.1f} s with the thread, "
+        f"{seconds['off']:.1f} s without"
+    )
+    return [Row("overlap", True, time.perf_counter() - start, detail)]
+
+
 def check_sinkhorn(args: argparse.Namespace) -> list[Row]:
     from mfm_coupling_sinkhorn.sinkhorn import sinkhorn_plan
 
@@ -337,6 +364,7 @@ FUNCTIONS = {
     "torchrun": check_torchrun,
     "dopri5": check_dopri5,
     "resume": check_resume,
+    "overlap": check_overlap,
     "sinkhorn": check_sinkhorn,
 }
 

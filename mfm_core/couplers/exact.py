@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Literal
 
 import numpy as np
@@ -19,11 +20,12 @@ Backend = Literal["auto", "scipy", "emd", "pot"]
 BACKENDS = ("auto", "scipy", "emd")
 _ALIASES = {"pot": "emd"}
 
-# The rule of ``backend = "auto"``, from benchmarks/couplings.py on a 2-core CPU (see
-# docs/couplers.md): the network simplex wins on low-dimensional samples from k = 128 on
-# (up to 7 times at k = 4096), scipy wins on high-dimensional ones and on small batches.
+# The rule of ``backend = "auto"``, from benchmarks/couplings.py on an idle 2-core CPU (see
+# docs/couplers.md): the network simplex wins on low-dimensional samples from k = 256 on
+# (1.4 to 15 times from k = 256 to 4096), the two are even at k = 128, and scipy wins on
+# high-dimensional samples and on small batches.
 EMD_MAX_DIM = 4
-EMD_MIN_K = 128
+EMD_MIN_K = 256
 
 # POT stops the network simplex after this many iterations; its default (1e5) stops
 # k = 4096 before the optimum.
@@ -50,8 +52,8 @@ def choose_backend(k: int, d: int) -> str:
 
 
 def emd_assignment(costs: np.ndarray) -> np.ndarray:
-    """The column assigned to each row by POT's network simplex on the (k, k) float64
-    ``costs`` with uniform marginals, shape (k,).
+    """The column assigned to each row by POT's network simplex on the (k, k) ``costs``
+    (solved in float64) with uniform marginals, shape (k,).
 
     An optimal vertex of the uniform transport polytope is a permutation matrix (scaled by
     1/k). When the solver does not return one (it stopped early, or rounding split mass on
@@ -111,15 +113,15 @@ class ExactCoupler(PairCoupler):
     def pairs(
         self, costs: torch.Tensor | None, x0: torch.Tensor, x1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # The base class has already moved the costs to the CPU (solves_on_host); both
-        # solvers work in float64 whatever they are given.
-        k = len(costs)
+        # The base class has already moved the costs to the CPU (solves_on_host). Both
+        # solvers convert them to float64 themselves (exactly, from float32).
+        k = costs.shape[0]
         backend = self.backend
         if backend == "auto":
-            backend = choose_backend(k, x0[0].numel())
-        matrix = costs.numpy().astype(np.float64)
+            backend = choose_backend(k, math.prod(x0.shape[1:]))
+        matrix = costs.numpy()
         if backend == "emd":
-            cols = emd_assignment(matrix)
+            rows, cols = np.arange(k), emd_assignment(matrix)
         else:
-            cols = linear_sum_assignment(matrix)[1]
-        return torch.arange(k), torch.from_numpy(cols)
+            rows, cols = linear_sum_assignment(matrix)
+        return torch.from_numpy(rows), torch.from_numpy(cols)
