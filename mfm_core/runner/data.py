@@ -49,6 +49,9 @@ class SampledStream:
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.dataset.sample(self.batch, self.generator), None
 
+    def start(self) -> None:
+        """Nothing to start: batches are drawn in the calling thread."""
+
     def state(self) -> dict[str, Any]:
         return {}
 
@@ -140,9 +143,15 @@ class IndexedStream:
         )
         return iter(loader)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def start(self) -> None:
+        """Start the loader (its worker processes) without taking a batch. The trainer calls
+        this from the main thread before it couples in a background thread, so that worker
+        processes are never forked from that thread while the main one is inside torch."""
         if self._batches is None:
             self._batches = self._loader()
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.start()
         samples, labels = next(self._batches)
         epoch, batch = self.position
         self.position = (epoch + 1, 0) if batch + 1 == self.per_epoch else (epoch, batch + 1)

@@ -533,6 +533,7 @@ class Trainer:
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         pending: list[tuple[dict[str, Any], torch.Tensor]] = []
         if self.overlap:
+            self.stream.start()
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="mfm-coupling")
         try:
             with log, stop_requests() as stop:

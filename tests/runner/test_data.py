@@ -91,3 +91,16 @@ def test_loader_workers_give_the_same_batches():
         (a, la), (b, lb) = serial.next(), parallel.next()
         assert torch.equal(a, b) and torch.equal(la, lb)
     parallel.close()
+
+
+def test_starting_the_loader_takes_no_batch():
+    options = {"seed": 4, "rank": 0, "world_size": 1, "pin_memory": False}
+    plain = IndexedStream(TinyImages(root="", size=40), 4, workers=0, **options)
+    started = IndexedStream(TinyImages(root="", size=40), 4, workers=1, **options)
+    started.start()
+    started.start()  # a second start keeps the running loader
+    assert started.position == (0, 0)
+    for _ in range(3):
+        (a, la), (b, lb) = plain.next(), started.next()
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    started.close()
