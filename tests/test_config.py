@@ -65,6 +65,10 @@ def test_component_shorthand_and_table_are_the_same():
         ({"train": {"coupling_batch": -8}}, "$.train.coupling_batch: must be positive, got -8"),
         ({"train": {"cond_drop": 1.0}}, "$.train.cond_drop: must be in [0, 1), got 1.0"),
         ({"train": {"compile": "yes"}}, "$.train.compile: expected true or false, got 'yes'"),
+        (
+            {"train": {"overlap_coupling": True}},
+            "$.train.overlap_coupling: expected one of 'auto', 'on', 'off', got True",
+        ),
         ({"eval": {"grid": 0}}, "$.eval.grid: must be positive, got 0"),
         ({"eval": {"grid_every": -1}}, "$.eval.grid_every: must be zero or positive, got -1"),
         ({"eval": {"guidance": "strong"}}, "$.eval.guidance: expected a number, got 'strong'"),

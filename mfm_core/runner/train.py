@@ -545,8 +545,8 @@ class Trainer:
                         (self.first_bad < 0) & ~torch.isfinite(loss), self.step, self.first_bad
                     )
                     if self.step % config.log_every == 0:
-                        record = {"step": self.step, "loss": None, "lr": lr}
-                        record["time"] = round(time.perf_counter() - start, 4)
+                        seconds = round(time.perf_counter() - start, 4)
+                        record = {"step": self.step, "loss": None, "lr": lr, "time": seconds}
                         pending.append((record, loss))
                     bar.update(1)
                     self.elapsed = time.perf_counter() - start
@@ -581,11 +581,11 @@ class Trainer:
     ) -> None:
         """Read the pending losses (averaged over processes) and the first non-finite step in
         one transfer; write the log lines of the steps before it, then raise if there is one."""
-        losses = [loss for _, loss in pending]
-        flag = self.first_bad.double()[None]
-        if losses:
-            flag = torch.cat([self.dist.mean(torch.stack(losses)).double(), flag])
-        values = flag.tolist()
+        packed = self.first_bad.double()[None]  # the losses, then the first non-finite step
+        if pending:
+            losses = torch.stack([loss for _, loss in pending])
+            packed = torch.cat([self.dist.mean(losses).double(), packed])
+        values = packed.tolist()
         first_bad = int(values[-1])
         for (record, _), value in zip(pending, values[:-1], strict=True):
             if 0 <= first_bad <= record["step"]:
