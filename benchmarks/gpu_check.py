@@ -109,7 +109,7 @@ def _unet(resolution: int, channels: int, mult: tuple[int, ...], attention: tupl
 
 def check_couplers(args: argparse.Namespace) -> list[Row]:
     from mfm_core import create, get_registry
-    from mfm_core.runner.objective import regression_loss
+    from mfm_core.runner.training.objective import regression_loss
 
     torch.manual_seed(0)
     model = _unet(64, 192, (1, 2, 3, 4), (32, 16, 8))
@@ -263,9 +263,9 @@ RESUME = [
 
 
 def check_resume(args: argparse.Namespace) -> list[Row]:
-    from mfm_core.runner.checkpoint import list_checkpoints
     from mfm_core.runner.run import resume_run, start_run
-    from mfm_core.runner.rundir import read_log
+    from mfm_core.runner.rundir.checkpoint import list_checkpoints
+    from mfm_core.runner.rundir.layout import read_log
 
     config = ROOT / "tomlconfigs" / "quickstart.toml"
     start = time.perf_counter()
@@ -301,7 +301,7 @@ def check_overlap(args: argparse.Namespace) -> list[Row]:
     """The quickstart on the device for 300 steps with the coupling in a background thread
     and without: the logged losses must be equal."""
     from mfm_core.runner.run import start_run
-    from mfm_core.runner.rundir import read_log
+    from mfm_core.runner.rundir.layout import read_log
 
     config = ROOT / "tomlconfigs" / "quickstart.toml"
     short = [*RESUME, "train.steps=300"]

@@ -2,10 +2,11 @@
 
 A step is what the runner does per optimizer step on one GPU: draw the coupling of a batch
 of noise and data, then forward, backward and AdamW update of the U-Net on the coupled pairs
-(``mfm_core.runner.objective.regression_loss``, under bf16 autocast on CUDA). The data are random
-images already on the device: data loading overlaps with the step in the runner and is left
-out. Defaults are the paper's ImageNet 64x64 setting per GPU: the 295 M-parameter ADM U-Net and
-50 images (800 over 16 GPUs); ``--preset in32`` is ImageNet 32x32 at 256 per GPU (1024 over 4).
+(``mfm_core.runner.training.objective.regression_loss``, under bf16 autocast on CUDA). The
+data are random images already on the device: data loading overlaps with the step in the runner
+and is left out. Defaults are the paper's ImageNet 64x64 setting per GPU: the 295 M-parameter
+ADM U-Net and 50 images (800 over 16 GPUs); ``--preset in32`` is ImageNet 32x32 at 256 per GPU
+(1024 over 4).
 
     python benchmarks/train_step.py                          # on a GPU: the paper's settings
     python benchmarks/train_step.py --device cpu --channels 32 --channel-mult 1,2,2 \\
@@ -22,7 +23,7 @@ import torch
 from mfm_core import create
 from mfm_core.errors import MfmError
 from mfm_core.registry import get_registry
-from mfm_core.runner.objective import autocast_dtype, regression_loss
+from mfm_core.runner.training.objective import autocast_dtype, regression_loss
 
 PRESETS = {
     "in64": dict(resolution=64, batch=50, channels=192, channel_mult="1,2,3,4",

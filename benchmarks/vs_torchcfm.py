@@ -32,9 +32,9 @@ import torch
 from mfm_core.config import load_config
 from mfm_core.datasets.toy2d import Checkerboard
 from mfm_core.metrics.w2 import w2_distance
-from mfm_core.runner.distributed import Distributed
-from mfm_core.runner.pipeline import build_pipeline
-from mfm_core.runner.train import Trainer
+from mfm_core.runner.assembly.pipeline import build_pipeline
+from mfm_core.runner.training.distributed import Distributed
+from mfm_core.runner.training.loop import Trainer
 
 try:
     from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher

@@ -67,8 +67,8 @@ class Run:
         sample (default: uniform classes). ``guidance``: the classifier-free guidance scale
         (default: the run's ``eval.guidance``).
         """
-        from mfm_core.runner.objective import autocast_dtype, is_conditional
-        from mfm_core.runner.sampling import generate
+        from mfm_core.runner.evaluation.sampling import generate
+        from mfm_core.runner.training.objective import autocast_dtype, is_conditional
 
         if n < 1:
             raise ConfigError(f"n must be a positive number of samples, got {n}")
@@ -131,7 +131,7 @@ def load_run(
     """Load ``run_dir``'s newest loadable checkpoint (its EMA weights when the run kept them)
     with the run's config after ``overrides``, on ``device`` (default: the run's
     ``train.device``)."""
-    from mfm_core.runner.loading import load_run as load_trained
+    from mfm_core.runner.assembly.loading import load_run as load_trained
 
     run_dir = Path(run_dir)
     trained = load_trained(

@@ -102,8 +102,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_results(directory: Path, run_dir: Path | None = None) -> None:
     """The end of a run or an evaluation: the summary table, the pictures, what to run next."""
-    from mfm_core.runner import report
-    from mfm_core.runner.rundir import METRICS_FILE
+    from mfm_core.runner.evaluation import report
+    from mfm_core.runner.rundir.layout import METRICS_FILE
 
     metrics = json.loads((directory / METRICS_FILE).read_text())
     pictures = [
@@ -161,7 +161,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mfm_core.runner.validate import validate_config
+    from mfm_core.runner.assembly.validate import validate_config
 
     lines = validate_config(args.config, args.overrides)
     print(f"{args.config}: OK")
@@ -171,7 +171,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from mfm_core.runner.sampling import sample_run
+    from mfm_core.runner.evaluation.sampling import sample_run
 
     overrides = list(args.overrides)
     if args.solver is not None:
@@ -192,7 +192,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from mfm_core.runner.reevaluate import eval_run
+    from mfm_core.runner.evaluation.reevaluate import eval_run
 
     evaluation = eval_run(args.run_dir, list(args.overrides), args.out)
     _print_results(evaluation.directory, args.run_dir)
@@ -222,7 +222,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
-    from mfm_core.runner.statistics import fid_statistics
+    from mfm_core.runner.evaluation.statistics import fid_statistics
 
     count = fid_statistics(
         args.config,

@@ -12,9 +12,10 @@ import contextvars
 import difflib
 import functools
 import importlib.metadata
+import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -42,6 +43,13 @@ FIRST_PARTY_PLUGINS = {
     ("coupler", "sinkhorn"): "mfm-coupling-sinkhorn",
 }
 """Components shipped as separate distributions under ``plugins/`` of the mfm repository."""
+
+
+@attrs.frozen
+class MissingService:
+    """A service the runner cannot give: ``message`` is the error when a factory needs it."""
+
+    message: str
 
 
 class PluginWarning(UserWarning):
@@ -230,26 +238,39 @@ class Registry:
         *,
         path: str | None = None,
         provided: dict[str, Any] | None = None,
+        services: Mapping[str, Any] | None = None,
     ) -> Any:
         """Build a component from its TOML parameters.
 
         ``params`` are checked against the factory's keyword parameters (names, types,
         required keys); problems are reported under ``path`` (default: the kind).
         ``provided`` are keywords the runner supplies itself (e.g. ``data_shape``); a
-        config may not set them. The factory runs with this registry as
-        ``current_registry()``, so the parts it names resolve here. Couplers, solvers and
-        paths come back adapted and checked (``mfm_core.adapters``).
+        config may not set them. ``services`` are offered: each goes to a factory that takes
+        a keyword of its name and whose table does not set it (e.g. ``load_teacher``, or
+        ``root`` from ``data.root``); a :class:`MissingService` is the error to report when a
+        factory requires that keyword and nothing gives it. The factory runs with this
+        registry as ``current_registry()``, so the parts it names resolve here. Couplers,
+        solvers and paths come back adapted and checked (``mfm_core.adapters``).
         """
         path = path or f"$.{kind}"
         entry = self.get(kind, name, path)
         params = dict(params or {})
         provided = dict(provided or {})
+        factory = adapters.factory(kind, entry.factory)
+        keywords = inspect.signature(factory).parameters
+        for key, value in (services or {}).items():
+            if key not in keywords or key in params or key in provided:
+                continue
+            if isinstance(value, MissingService):
+                if keywords[key].default is inspect.Parameter.empty:
+                    raise ConfigError(value.message)
+                continue
+            provided[key] = value
         clash = sorted(set(params) & set(provided))
         if clash:
             raise ConfigError(
                 f"{path}.{clash[0]}: set by mfm from the rest of the config; remove it"
             )
-        factory = adapters.factory(kind, entry.factory)
         cls = params_class(factory, exclude=tuple(provided))
         if cls is not None:
             checked = structure(params, cls, path)

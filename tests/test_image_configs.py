@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mfm_core.config import load_config
+from mfm_core.runner.evaluation.sampling import sample_run
 from mfm_core.runner.run import start_run
-from mfm_core.runner.sampling import sample_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tomlconfigs"

@@ -19,7 +19,7 @@ import torch
 
 import mfm_core.default_plugins
 from mfm_core import ConfigError, Coupler, Coupling, Registry, hookimpl
-from mfm_core.runner.validate import validate_config
+from mfm_core.runner.assembly.validate import validate_config
 from mfm_core.testing import isolated_registry, train_briefly
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "mfm-coupler-reverse"

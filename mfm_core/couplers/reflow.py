@@ -81,7 +81,7 @@ class ReflowCoupler:
             raise InvalidValue(
                 "load_teacher",
                 "reflow reads its teacher through the loader the runner provides; build it "
-                "from a config (mfm run), or pass mfm_core.runner.teacher.load_teacher",
+                "from a config (mfm run), or pass mfm_core.runner.assembly.loading.load_teacher",
             )
         self.teacher = load_teacher(run)
         self.run = self.teacher.run

@@ -28,11 +28,12 @@ import numpy as np
 
 from mfm_core.config import parse_override
 from mfm_core.errors import ConfigError
-from mfm_core.runner import plots, report
-from mfm_core.runner.checkpoint import atomic_write, list_checkpoints
-from mfm_core.runner.results import sample_keys
+from mfm_core.runner.assembly.validate import validate_config
+from mfm_core.runner.evaluation import plots, report
+from mfm_core.runner.evaluation.results import sample_keys
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import (
+from mfm_core.runner.rundir.checkpoint import atomic_write, list_checkpoints
+from mfm_core.runner.rundir.layout import (
     CHECKPOINTS,
     METRICS_FILE,
     SAMPLES_FILE,
@@ -40,9 +41,8 @@ from mfm_core.runner.rundir import (
     read_log,
     write_json,
 )
-from mfm_core.runner.runlock import run_lock
-from mfm_core.runner.safepath import child, slug
-from mfm_core.runner.validate import validate_config
+from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.rundir.safepath import child, slug
 
 PLAN_FILE = "compare.json"
 BASE_CONFIG = "base.toml"

@@ -16,12 +16,13 @@ import torch
 
 from mfm_core.config import Config, load_config, to_toml_dict
 from mfm_core.errors import ConfigError
-from mfm_core.runner import images, report
-from mfm_core.runner.distributed import Distributed, from_environment, process_group
-from mfm_core.runner.evaluate import evaluate, write_grid
-from mfm_core.runner.pipeline import Pipeline, resolve_device
-from mfm_core.runner.results import write_results
-from mfm_core.runner.rundir import (
+from mfm_core.runner.assembly.loading import seeded_pipeline
+from mfm_core.runner.assembly.pipeline import Pipeline, resolve_device
+from mfm_core.runner.assembly.session import RunSession
+from mfm_core.runner.evaluation import images, report
+from mfm_core.runner.evaluation.evaluate import evaluate, write_grid
+from mfm_core.runner.evaluation.results import write_results
+from mfm_core.runner.rundir.layout import (
     CONFIG_FILE,
     create_run_dir,
     existing_run_dir,
@@ -30,9 +31,9 @@ from mfm_core.runner.rundir import (
     run_log,
     write_config,
 )
-from mfm_core.runner.runlock import run_lock
-from mfm_core.runner.setup import RunSession, seeded_pipeline
-from mfm_core.runner.train import Trainer, batch_sizes
+from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.training.distributed import Distributed, from_environment, process_group
+from mfm_core.runner.training.loop import Trainer, batch_sizes
 
 logger = logging.getLogger(__name__)
 

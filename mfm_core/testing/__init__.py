@@ -134,7 +134,7 @@ def train_briefly(
     import json
 
     from mfm_core.runner.run import start_run
-    from mfm_core.runner.rundir import read_log
+    from mfm_core.runner.rundir.layout import read_log
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

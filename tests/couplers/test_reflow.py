@@ -15,11 +15,10 @@ from mfm_core import create
 from mfm_core.errors import ConfigError
 from mfm_core.metrics.w2 import w2_distance
 from mfm_core.registry import get_registry
-from mfm_core.runner.loading import load_run
+from mfm_core.runner.assembly.loading import load_run, load_teacher
+from mfm_core.runner.evaluation.sampling import generate
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import read_log
-from mfm_core.runner.sampling import generate
-from mfm_core.runner.teacher import load_teacher
+from mfm_core.runner.rundir.layout import read_log
 from mfm_core.testing import check_coupler
 
 # A teacher trained with independent pairs: its flow is curved, so one Euler step is poor.

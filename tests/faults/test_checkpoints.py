@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mfm_core.config import read_toml
-from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import read_log
+from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint
+from mfm_core.runner.rundir.layout import read_log
 from tests.faults.helpers import one_error_line, subprocess_env
 
 
@@ -68,7 +68,7 @@ def test_a_malicious_pickle_in_checkpoints_never_executes(fast_config, tmp_path,
         assert b"system" in handle.read()
     resume_run(run_dir, ["train.steps=4"], progress=False)
     assert "skipped checkpoint" in (run_dir / "run.log").read_text()
-    from mfm_core.runner.loading import load_run
+    from mfm_core.runner.assembly.loading import load_run
 
     with pytest.warns(UserWarning, match="step-00000099.pt"):
         assert load_run(run_dir).step == 4
@@ -114,7 +114,7 @@ def test_disk_full_while_checkpointing_stops_cleanly_and_resumes_exactly(
 def test_disk_full_while_writing_results_keeps_the_checkpoints(
     fast_config, tmp_path, cli, monkeypatch
 ):
-    import mfm_core.runner.results as results
+    import mfm_core.runner.evaluation.results as results
 
     def full(path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

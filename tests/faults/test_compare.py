@@ -10,7 +10,7 @@ import pytest
 
 from mfm_core.errors import ConfigError
 from mfm_core.runner.compare import plan_variants, resume_compare, start_compare
-from mfm_core.runner.safepath import is_slug, slug
+from mfm_core.runner.rundir.safepath import is_slug, slug
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
+from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint
 from tests.faults.helpers import one_error_line
 
 

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import read_log
+from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint
+from mfm_core.runner.rundir.layout import read_log
 from tests.faults.helpers import FAST, subprocess_env
 
 KILLS = int(os.environ.get("MFM_FAULT_KILLS", "3"))

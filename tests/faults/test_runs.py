@@ -12,10 +12,10 @@ import time
 import pytest
 
 from mfm_core.errors import ConfigError
-from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import create_run_dir, read_log
-from mfm_core.runner.runlock import RunLockedError, run_lock
+from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint
+from mfm_core.runner.rundir.layout import create_run_dir, read_log
+from mfm_core.runner.rundir.lock import RunLockedError, run_lock
 from tests.faults.helpers import one_error_line, subprocess_env
 
 

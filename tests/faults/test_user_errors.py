@@ -11,8 +11,8 @@ import torch
 
 from mfm_core.config import apply_overrides, parse_override
 from mfm_core.errors import ConfigError, SolverError
+from mfm_core.runner.evaluation.sampling import _sample_format
 from mfm_core.runner.run import start_run
-from mfm_core.runner.sampling import _sample_format
 from mfm_core.solvers.adaptive import Dopri5Solver
 from tests.faults.helpers import one_error_line
 
@@ -164,7 +164,7 @@ def test_eval_with_a_broken_metrics_json_writes_it_anew(trained, cli, content):
 
 
 def test_an_internal_bug_keeps_its_traceback_and_says_so(fast_config, cli, monkeypatch):
-    import mfm_core.runner.validate as validate
+    import mfm_core.runner.assembly.validate as validate
 
     def broken(*args, **kwargs):
         return np.zeros(2)[5]

@@ -21,7 +21,7 @@ from mfm_core.metrics import (
 )
 from mfm_core.protocols import EvalContext, SolveResult
 from mfm_core.registry import create
-from mfm_core.runner.pipeline import build_pipeline
+from mfm_core.runner.assembly.pipeline import build_pipeline
 from mfm_core.runner.run import start_run
 
 

@@ -12,7 +12,7 @@ from mfm_core.metrics import Consistency, GradVariance, Straightness, TransportC
 from mfm_core.metrics.context import context_for_field
 from mfm_core.paths import CondOTPath
 from mfm_core.registry import create
-from mfm_core.runner.objective import regression_loss
+from mfm_core.runner.training.objective import regression_loss
 from mfm_core.solvers import Dopri5Solver, EulerSolver, MidpointSolver, RK4Solver
 
 

@@ -7,7 +7,7 @@ from mfm_core.errors import ConfigError
 from mfm_core.paths import VPPath
 from mfm_core.registry import create
 from mfm_core.runner.run import start_run
-from mfm_core.runner.rundir import read_log
+from mfm_core.runner.rundir.layout import read_log
 
 
 def _batch(batch: int = 5, shape: tuple[int, ...] = (3, 2)) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mfm_core.runner.checkpoint import (
+from mfm_core.runner.rundir.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
@@ -24,7 +24,7 @@ WRITER = textwrap.dedent(
     import io, os, sys, time
     from pathlib import Path
     import torch
-    from mfm_core.runner import checkpoint
+    from mfm_core.runner.rundir import checkpoint
 
     real_save = torch.save
 

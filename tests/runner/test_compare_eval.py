@@ -243,7 +243,7 @@ def test_metrics_that_re_solve_follow_the_eval_batches(tiny_config, tmp_path) ->
 
 def test_written_files_get_the_usual_permissions(tmp_path) -> None:
     # Temporary files are owner-only; what atomic_write leaves must not be.
-    from mfm_core.runner.checkpoint import atomic_write
+    from mfm_core.runner.rundir.checkpoint import atomic_write
 
     old = os.umask(0o022)
     try:

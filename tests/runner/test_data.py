@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tiny_plugin import TinyImages
 
-from mfm_core.runner.data import EpochBatches, IndexedStream
+from mfm_core.runner.training.data import EpochBatches, IndexedStream
 
 
 class CountingImages(TinyImages):

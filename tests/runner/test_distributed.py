@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mfm_core.errors import CheckpointError
-from mfm_core.runner.checkpoint import load_checkpoint
 from mfm_core.runner.run import resume_run
-from mfm_core.runner.rundir import read_log
+from mfm_core.runner.rundir.checkpoint import load_checkpoint
+from mfm_core.runner.rundir.layout import read_log
 
 SHORT = ["train.batch_size=8", "train.checkpoint_every=3", "eval.grid=1"]
 

@@ -8,9 +8,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mfm_core.config import load_config
-from mfm_core.runner.distributed import Distributed
-from mfm_core.runner.pipeline import build_pipeline
-from mfm_core.runner.train import Trainer, ema_decay
+from mfm_core.runner.assembly.pipeline import build_pipeline
+from mfm_core.runner.training.distributed import Distributed
+from mfm_core.runner.training.loop import Trainer
+from mfm_core.runner.training.schedules import ema_decay
 
 QUICKSTART = Path(__file__).parents[2] / "tomlconfigs" / "quickstart.toml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mfm_core.runner.images import by_class, tile, upscale
+from mfm_core.runner.evaluation.images import by_class, tile, upscale
 
 
 def test_upscale_repeats_each_pixel_by_the_smallest_factor_reaching_the_minimum():

@@ -17,11 +17,11 @@ from PIL import Image
 
 from mfm_core.cli import main
 from mfm_core.config import load_config
-from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
-from mfm_core.runner.pipeline import build_pipeline
+from mfm_core.runner.assembly.pipeline import build_pipeline
+from mfm_core.runner.evaluation.sampling import sample_run
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import read_log
-from mfm_core.runner.sampling import sample_run
+from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint
+from mfm_core.runner.rundir.layout import read_log
 
 
 def losses(run_dir):
@@ -233,8 +233,8 @@ def test_data_root_goes_to_data_sets_whose_table_does_not_set_it(tiny_plugin, im
 
 
 def test_conditional_training_passes_labels_to_coupler_and_model(tiny_plugin, image_config):
-    from mfm_core.runner.distributed import Distributed
-    from mfm_core.runner.train import Trainer
+    from mfm_core.runner.training.distributed import Distributed
+    from mfm_core.runner.training.loop import Trainer
 
     config = load_config(image_config, ["train.cond_drop=0.5"])
     pipeline = build_pipeline(config)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mfm_core.config import TrainConfig
-from mfm_core.runner.train import lr_factor
+from mfm_core.runner.training.schedules import lr_factor
 
 
 def factors(schedule: str) -> list[float]:

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from mfm_core.runner.objective import NULL_LABEL
-from mfm_core.runner.sampling import model_field
+from mfm_core.runner.training.objective import NULL_LABEL, model_field
 
 
 class TwoFields(torch.nn.Module):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mfm_core.runner import plots
+from mfm_core.runner.evaluation import plots
 
 
 def test_drawing_leaves_pyplot_and_the_backend_alone(tmp_path) -> None:

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from mfm_core.errors import CheckpointError
-from mfm_core.runner.checkpoint import list_checkpoints
+from mfm_core.runner.evaluation.sampling import sample_run
 from mfm_core.runner.run import resume_run, start_run
-from mfm_core.runner.rundir import read_log
-from mfm_core.runner.sampling import sample_run
+from mfm_core.runner.rundir.checkpoint import list_checkpoints
+from mfm_core.runner.rundir.layout import read_log
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:

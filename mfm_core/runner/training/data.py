@@ -17,7 +17,7 @@ import torch
 
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Dataset, IndexedDataset
-from mfm_core.runner.distributed import EPOCH_STREAM, FLIP_STREAM, derived_seed
+from mfm_core.runner.training.distributed import EPOCH_STREAM, FLIP_STREAM, derived_seed
 
 
 def is_indexed(dataset: Dataset) -> bool:

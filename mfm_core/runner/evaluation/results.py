@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from mfm_core.config import Config
-from mfm_core.runner import images, plots, report
-from mfm_core.runner.checkpoint import atomic_write
-from mfm_core.runner.evaluate import save_image_panels
-from mfm_core.runner.rundir import METRICS_FILE, SAMPLES_FILE, read_log, write_json
+from mfm_core.runner.evaluation import images, plots, report
+from mfm_core.runner.evaluation.evaluate import save_image_panels
+from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.rundir.layout import METRICS_FILE, SAMPLES_FILE, read_log, write_json
 
 logger = logging.getLogger(__name__)
 

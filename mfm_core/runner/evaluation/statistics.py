@@ -16,9 +16,9 @@ import torch
 from mfm_core.config import Component, load_config, parse_override
 from mfm_core.errors import ConfigError
 from mfm_core.registry import get_registry
-from mfm_core.runner.checkpoint import atomic_write
-from mfm_core.runner.data import is_indexed
-from mfm_core.runner.pipeline import build_dataset
+from mfm_core.runner.assembly.pipeline import build_dataset
+from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.training.data import is_indexed
 from mfm_core.schema import converter
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import tomli_w
 
 from mfm_core.errors import CheckpointError, ConfigError
-from mfm_core.runner.checkpoint import atomic_write
+from mfm_core.runner.rundir.checkpoint import atomic_write
 
 _NUMBERED = re.compile(r"^(\d+)-")
 # The temporary files of ``atomic_write`` (``.NAME.XXXXXXXX.tmp``) for the files a run writes.

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mfm_core.runner.checkpoint import atomic_write
+from mfm_core.runner.rundir.checkpoint import atomic_write
 
 CAPTION_HEIGHT = 14
 GAP = 4

@@ -1,5 +1,5 @@
 """Reports of metrics: Markdown tables for one run (``metrics.md``, with ``metrics.png`` from
-:mod:`mfm_core.runner.plots`) and for several side by side (``mfm compare``)."""
+:mod:`mfm_core.runner.evaluation.plots`) and for several side by side (``mfm compare``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mfm_core.runner import plots
-from mfm_core.runner.checkpoint import atomic_write
-from mfm_core.runner.plots import metric_columns, setting
+from mfm_core.runner.evaluation import plots
+from mfm_core.runner.evaluation.plots import metric_columns, setting
+from mfm_core.runner.rundir.checkpoint import atomic_write
 
 REPORT_FILE = "metrics.md"
 PLOT_FILE = "metrics.png"

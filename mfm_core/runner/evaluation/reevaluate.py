@@ -12,17 +12,17 @@ from typing import Any
 import attrs
 
 from mfm_core.errors import ConfigError
-from mfm_core.runner.evaluate import evaluate
-from mfm_core.runner.loading import Trained, load_run
-from mfm_core.runner.results import write_results
-from mfm_core.runner.rundir import (
+from mfm_core.runner.assembly.loading import Trained, load_run
+from mfm_core.runner.evaluation.evaluate import evaluate
+from mfm_core.runner.evaluation.results import write_results
+from mfm_core.runner.rundir.layout import (
     METRICS_FILE,
     create_run_dir,
     remove_stale_temporaries,
     run_log,
 )
-from mfm_core.runner.runlock import run_lock
-from mfm_core.runner.train import batch_sizes
+from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.training.loop import batch_sizes
 
 logger = logging.getLogger(__name__)
 

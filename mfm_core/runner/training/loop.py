@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -21,25 +20,31 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mfm_core.config import Config, TrainConfig
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
-from mfm_core.runner.checkpoint import (
+from mfm_core.runner.assembly.loading import load_weights
+from mfm_core.runner.assembly.pipeline import Pipeline
+from mfm_core.runner.rundir.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
     save_checkpoint,
 )
-from mfm_core.runner.data import target_stream
-from mfm_core.runner.distributed import (
+from mfm_core.runner.rundir.layout import CHECKPOINTS, LOG_FILE, truncate_log
+from mfm_core.runner.training.data import target_stream
+from mfm_core.runner.training.distributed import (
     STEP_STREAM,
     TORCH_STREAM,
     TRAIN_STREAM,
     Distributed,
     derived_seed,
 )
-from mfm_core.runner.loading import load_weights
-from mfm_core.runner.objective import NULL_LABEL, autocast_dtype, is_conditional, regression_loss
-from mfm_core.runner.pipeline import Pipeline
-from mfm_core.runner.progress import progress as progress_bar
-from mfm_core.runner.rundir import CHECKPOINTS, LOG_FILE, truncate_log
+from mfm_core.runner.training.objective import (
+    NULL_LABEL,
+    autocast_dtype,
+    is_conditional,
+    regression_loss,
+)
+from mfm_core.runner.training.progress import progress as progress_bar
+from mfm_core.runner.training.schedules import ema_decay, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -105,35 +110,6 @@ def overlaps_coupling(setting: str, coupler: Any, distributed: bool) -> bool:
             )
         return True
     return not is_global and not getattr(coupler, "draws_global_rng", True)
-
-
-def ema_decay(config: TrainConfig, step: int) -> float:
-    """The EMA decay of the update after optimizer step ``step`` (0-based):
-    ``min(ema, (1 + step) / (10 + step))`` with ``ema_warmup``, else ``ema``.
-
-    With the warm-up the average covers about the last tenth of a short run instead of
-    reaching back to the random initial weights (at decay 0.999 a 300-step run would
-    otherwise evaluate weights that are still three quarters initial); from step
-    ``(10 ema - 1) / (1 - ema)`` on (8990 steps for 0.999) the full decay applies.
-    """
-    if not config.ema_warmup:
-        return config.ema
-    return min(config.ema, (1.0 + step) / (10.0 + step))
-
-
-def lr_factor(config: TrainConfig, step: int) -> float:
-    """The learning rate at ``step`` relative to ``config.lr``: a linear warmup, then constant,
-    a cosine decay to zero at ``config.steps``, or a polynomial decay of power 1 (linear) to
-    zero at ``config.steps``."""
-    warmup = config.warmup_steps
-    if step < warmup:
-        return (step + 1) / warmup
-    if config.lr_schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
-    if config.lr_schedule == "polynomial":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @contextlib.contextmanager

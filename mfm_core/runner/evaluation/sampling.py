@@ -11,46 +11,15 @@ import numpy as np
 import torch
 
 from mfm_core.errors import ConfigError
-from mfm_core.protocols import Field, Solver, SolveResult
-from mfm_core.runner import images
-from mfm_core.runner.checkpoint import atomic_write
-from mfm_core.runner.loading import load_run
-from mfm_core.runner.objective import NULL_LABEL, autocast_dtype, is_conditional
-from mfm_core.runner.pipeline import resolve_device
+from mfm_core.protocols import Solver, SolveResult
+from mfm_core.runner.assembly.loading import load_run
+from mfm_core.runner.assembly.pipeline import resolve_device
+from mfm_core.runner.evaluation import images
+from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.training.objective import autocast_dtype, is_conditional, model_field
 
 MAX_SAMPLES = 10_000_000  # `mfm sample --num`: beyond this the noise alone outgrows memory
 SAMPLE_BATCH = 256  # images per solve in `mfm sample` when neither --batch nor eval.batch_size
-
-
-def model_field(
-    model: torch.nn.Module,
-    labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
-    dtype: torch.dtype | None = None,
-) -> Field:
-    """The model as a field ``v(x, t)`` for solvers, for class ``labels`` when given.
-
-    With a guidance scale ``w != 1`` it is classifier-free guidance,
-    ``v = v_null + w (v_cond - v_null)``, both halves in one batch (``w = 0``: unconditional,
-    ``w = 1``: plain conditional). Under autocast to ``dtype`` when given; the field is fp32.
-    """
-
-    def evaluate(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            return (model(x, t) if cond is None else model(x, t, cond)).float()
-
-    if labels is None or guidance == 1.0:
-        return lambda x, t: evaluate(x, t, labels)
-    null = torch.full_like(labels, NULL_LABEL)
-
-    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.expand(len(x))
-        v_cond, v_null = evaluate(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
-        ).chunk(2)
-        return v_null + guidance * (v_cond - v_null)
-
-    return guided
 
 
 @torch.no_grad()

@@ -14,16 +14,17 @@ import torch
 from mfm_core.config import Config, EvalConfig
 from mfm_core.errors import MfmError
 from mfm_core.protocols import EvalContext, Field, Metric, Solver, SolveResult
-from mfm_core.runner import images
-from mfm_core.runner.data import draw_labelled
-from mfm_core.runner.objective import (
+from mfm_core.runner.assembly.pipeline import Pipeline
+from mfm_core.runner.evaluation import images
+from mfm_core.runner.evaluation.sampling import generate
+from mfm_core.runner.training.data import draw_labelled
+from mfm_core.runner.training.objective import (
     autocast_dtype,
     draw_batch,
     flow_matching_loss,
     is_conditional,
+    model_field,
 )
-from mfm_core.runner.pipeline import Pipeline
-from mfm_core.runner.sampling import generate, model_field
 
 logger = logging.getLogger(__name__)
 

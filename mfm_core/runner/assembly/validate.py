@@ -9,11 +9,11 @@ import torch
 
 from mfm_core.errors import ConfigError
 from mfm_core.registry import Registry, get_registry
-from mfm_core.runner.distributed import from_environment
-from mfm_core.runner.objective import draw_batch, flow_matching_loss, is_conditional
-from mfm_core.runner.pipeline import COMPONENTS, resolve_device
-from mfm_core.runner.setup import load_seeded
-from mfm_core.runner.train import batch_sizes
+from mfm_core.runner.assembly.loading import load_seeded
+from mfm_core.runner.assembly.pipeline import COMPONENTS, resolve_device
+from mfm_core.runner.training.distributed import from_environment
+from mfm_core.runner.training.loop import batch_sizes
+from mfm_core.runner.training.objective import draw_batch, flow_matching_loss, is_conditional
 
 
 def validate_config(

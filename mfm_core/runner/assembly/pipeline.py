@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 import torch
 
-from mfm_core import adapters
 from mfm_core.config import Component, Config, ConfigProblems, load_config
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Coupler, Dataset, Metric, ProbPath, Solver
-from mfm_core.registry import Registry, get_registry
-from mfm_core.runner.teacher import load_teacher
+from mfm_core.registry import MissingService, Registry, get_registry
 from mfm_core.schema import converter
 
 
@@ -44,33 +42,36 @@ COMPONENTS = (
 """The config key and registry kind of every single component of a run."""
 
 
-SERVICES: dict[str, Any] = {"load_teacher": load_teacher}
-"""What the runner gives to any factory that takes a keyword of this name (a config may not
-set it): ``load_teacher(run)`` reads a trained run, for ``reflow``."""
+Services = Mapping[str, Any]
+"""What the runner offers to any factory that takes a keyword of that name (a config may not
+set it), e.g. ``load_teacher(run)``, which reads a trained run for ``reflow``."""
+
+NO_SERVICES: Services = MappingProxyType({})
 
 
-def _build(registry: Registry, kind: str, spec: Component, where: str, **provided: Any) -> Any:
-    factory = adapters.factory(kind, registry.get(kind, spec.name, where).factory)
-    parameters = inspect.signature(factory).parameters
-    services = {key: value for key, value in SERVICES.items() if key in parameters}
+def _build(
+    registry: Registry, kind: str, spec: Component, where: str, services: Services, **provided: Any
+) -> Any:
     return registry.create(
-        kind, spec.name, spec.params, path=where, provided={**services, **provided}
+        kind, spec.name, spec.params, path=where, provided=provided, services=services
     )
 
 
-def build_dataset(registry: Registry, spec: Component, where: str, root: str | None) -> Any:
+def build_dataset(
+    registry: Registry,
+    spec: Component,
+    where: str,
+    root: str | None,
+    services: Services = NO_SERVICES,
+) -> Any:
     """A data set; ``data.root`` goes to a factory that takes ``root`` when the data set's
     own table does not set it (the table wins)."""
-    parameter = inspect.signature(registry.get("dataset", spec.name, where).factory).parameters
-    if "root" not in parameter or "root" in spec.params:
-        return _build(registry, "dataset", spec, where)
-    if root is None and parameter["root"].default is inspect.Parameter.empty:
-        raise ConfigError(
-            f"$.data.root: the '{spec.name}' data set ({where}) reads its files from a "
-            f"directory: set data.root=/path/to/data (or root in {where})"
-        )
-    provided = {} if root is None else {"root": root}
-    return _build(registry, "dataset", spec, where, **provided)
+    missing = MissingService(
+        f"$.data.root: the '{spec.name}' data set ({where}) reads its files from a "
+        f"directory: set data.root=/path/to/data (or root in {where})"
+    )
+    offered = {**services, "root": missing if root is None else root}
+    return _build(registry, "dataset", spec, where, offered)
 
 
 NESTED_METRIC_COMPONENTS = {"features": "feature_map"}
@@ -91,7 +92,7 @@ def _build_metric(registry: Registry, spec: Component, where: str) -> Any:
                 f"{where}.{key}: expected a {kind.replace('_', ' ')} name or a table with a "
                 f"name, got {value!r}"
             ) from exc
-        provided[key] = _build(registry, kind, nested, f"{where}.{key}")
+        provided[key] = _build(registry, kind, nested, f"{where}.{key}", NO_SERVICES)
     return registry.create("metric", spec.name, params, path=where, provided=provided)
 
 
@@ -119,12 +120,14 @@ def build_pipeline(
     config: Config,
     registry: Registry | None = None,
     *,
+    services: Services = NO_SERVICES,
     skip: frozenset[str] = frozenset(),
     earlier: Sequence[str] = (),
 ) -> Pipeline:
     """Build every component of ``config``; every problem, of every component, is reported in
     one ConfigError (one line each, naming its key), after the ``earlier`` problems of the
-    config's own tables. ``skip``: top-level tables not to build (they are broken)."""
+    config's own tables. ``services``: offered to the factories that take them. ``skip``:
+    top-level tables not to build (they are broken)."""
     registry = registry or get_registry()
     problems = _Problems()
     problems.messages += earlier
@@ -132,10 +135,10 @@ def build_pipeline(
     if "data" not in skip:
         data = config.data
         source = problems.build(
-            lambda: build_dataset(registry, data.source, "$.data.source", data.root)
+            lambda: build_dataset(registry, data.source, "$.data.source", data.root, services)
         )
         target = problems.build(
-            lambda: build_dataset(registry, data.target, "$.data.target", data.root)
+            lambda: build_dataset(registry, data.target, "$.data.target", data.root, services)
         )
     if source is not None and target is not None and tuple(source.shape) != tuple(target.shape):
         problems.messages.append(
@@ -157,7 +160,9 @@ def build_pipeline(
     def part(key: str, kind: str, spec: Component, **provided: Any) -> Any:
         if key in skip:
             return None
-        return problems.build(lambda: _build(registry, kind, spec, f"$.{key}", **provided))
+        return problems.build(
+            lambda: _build(registry, kind, spec, f"$.{key}", services, **provided)
+        )
 
     model = None
     if target is not None:
@@ -168,7 +173,9 @@ def build_pipeline(
         "solver": part("solver", "solver", config.solver),
         "eval_solvers": [
             problems.build(
-                lambda s=spec, i=index: _build(registry, "solver", s, f"$.eval.solvers[{i}]")
+                lambda s=spec, i=index: _build(
+                    registry, "solver", s, f"$.eval.solvers[{i}]", services
+                )
             )
             for index, spec in enumerate(config.eval.solvers if "eval" not in skip else ())
         ],
@@ -179,7 +186,10 @@ def build_pipeline(
 
 
 def load_pipeline(
-    config_path: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None
+    config_path: str | Path,
+    overrides: Sequence[str] = (),
+    registry: Registry | None = None,
+    services: Services = NO_SERVICES,
 ) -> tuple[Config, Pipeline]:
     """Read ``config_path`` with ``overrides`` and build its pipeline, the model's initial
     weights seeded by ``train.seed``. A config with problems in its tables and in its
@@ -187,10 +197,16 @@ def load_pipeline(
     try:
         config = load_config(config_path, list(overrides))
     except ConfigProblems as exc:
-        build_pipeline(exc.partial, registry, skip=exc.broken, earlier=str(exc).splitlines())
+        build_pipeline(
+            exc.partial,
+            registry,
+            services=services,
+            skip=exc.broken,
+            earlier=str(exc).splitlines(),
+        )
         raise
     torch.manual_seed(config.train.seed)
-    return config, build_pipeline(config, registry)
+    return config, build_pipeline(config, registry, services=services)
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

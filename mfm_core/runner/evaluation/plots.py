@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from mfm_core.runner.checkpoint import atomic_write
+from mfm_core.runner.rundir.checkpoint import atomic_write
 
 DPI = 120
 ADAPTIVE_MARKER = "*"

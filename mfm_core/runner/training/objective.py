@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from mfm_core.protocols import ProbPath
-from mfm_core.runner.data import draw_labelled
-from mfm_core.runner.pipeline import Pipeline
+from mfm_core.protocols import Field, ProbPath
+from mfm_core.runner.assembly.pipeline import Pipeline
+from mfm_core.runner.training.data import draw_labelled
 
 NULL_LABEL = -1
 """The label of "no class": classifier-free guidance trains on it and samples with it."""
@@ -67,3 +67,34 @@ def flow_matching_loss(
     x0, x1, cond = pipeline.coupler(x0, x1, cond).pairs(x0, x1, cond)
     t = torch.rand(len(x0), generator=generator).to(x0.device)
     return regression_loss(pipeline.path, model, x0, x1, t, cond)
+
+
+def model_field(
+    model: torch.nn.Module,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    dtype: torch.dtype | None = None,
+) -> Field:
+    """The model as a field ``v(x, t)`` for solvers, for class ``labels`` when given.
+
+    With a guidance scale ``w != 1`` it is classifier-free guidance,
+    ``v = v_null + w (v_cond - v_null)``, both halves in one batch (``w = 0``: unconditional,
+    ``w = 1``: plain conditional). Under autocast to ``dtype`` when given; the field is fp32.
+    """
+
+    def evaluate(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            return (model(x, t) if cond is None else model(x, t, cond)).float()
+
+    if labels is None or guidance == 1.0:
+        return lambda x, t: evaluate(x, t, labels)
+    null = torch.full_like(labels, NULL_LABEL)
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.expand(len(x))
+        v_cond, v_null = evaluate(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
+        ).chunk(2)
+        return v_null + guidance * (v_cond - v_null)
+
+    return guided
