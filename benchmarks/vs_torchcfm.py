@@ -33,7 +33,7 @@ from mfm_core.config import load_config
 from mfm_core.datasets.toy2d import Checkerboard
 from mfm_core.metrics.w2 import w2_distance
 from mfm_core.runner.assembly.pipeline import build_pipeline
-from mfm_core.runner.training.distributed import Distributed
+from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.training.loop import Trainer
 
 try:
@@ -58,7 +58,7 @@ def euler(field, x: torch.Tensor, steps: int) -> torch.Tensor:
 def train_mfm(steps: int, seed: int, run_dir: Path) -> tuple[float, torch.nn.Module]:
     config = load_config(QUICKSTART, [f"train.steps={steps}", f"train.seed={seed}"])
     torch.manual_seed(seed)
-    trainer = Trainer(build_pipeline(config), config, torch.device("cpu"), run_dir, Distributed())
+    trainer = Trainer(RunSession(config=config, pipeline=build_pipeline(config), run_dir=run_dir))
     start = time.perf_counter()
     trainer.train(progress=False)
     return time.perf_counter() - start, trainer.eval_model.eval()

@@ -33,7 +33,8 @@ from mfm_core.runner.rundir.layout import (
 )
 from mfm_core.runner.rundir.lock import run_lock
 from mfm_core.runner.training.distributed import Distributed, from_environment, process_group
-from mfm_core.runner.training.loop import Trainer, batch_sizes
+from mfm_core.runner.training.loop import Trainer
+from mfm_core.runner.training.sizes import batch_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
 
 def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
     config, pipeline, run_dir, env = session.config, session.pipeline, session.run_dir, session.env
-    trainer = Trainer(pipeline, config, session.device, run_dir, env)
+    trainer = Trainer(session)
     if resume:
         trainer.resume()
     if env.is_main:
@@ -127,7 +128,7 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
             f"model {config.model.name} ({parameters:,} parameters), {config.train.steps} "
             f"steps of {config.train.batch_size} samples ({sizes.per_rank} per process in "
             f"micro-batches of {sizes.micro}, coupled {coupled} at a time"
-            f"{', coupling in the background' if trainer.overlap else ''})"
+            f"{', coupling in the background' if trainer.feed.overlap else ''})"
         )
     trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
     return trainer

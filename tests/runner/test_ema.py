@@ -9,7 +9,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mfm_core.config import load_config
 from mfm_core.runner.assembly.pipeline import build_pipeline
-from mfm_core.runner.training.distributed import Distributed
+from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.training.loop import Trainer
 from mfm_core.runner.training.schedules import ema_decay
 
@@ -22,12 +22,12 @@ def test_fused_ema_equals_averaged_model_update(tmp_path):
         ["model.hidden=[16, 16]", "train.ema=0.9", "train.ema_warmup=false", "train.device=cpu"],
     )
     torch.manual_seed(0)
-    trainer = Trainer(build_pipeline(config), config, torch.device("cpu"), tmp_path, Distributed())
+    trainer = Trainer(RunSession(config=config, pipeline=build_pipeline(config), run_dir=tmp_path))
     reference = AveragedModel(trainer.model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
     for _ in range(5):
         trainer.train_step()
         reference.update_parameters(trainer.model)
-    assert int(trainer.ema.n_averaged) == int(reference.n_averaged) == 5
+    assert int(trainer.ema.averaged.n_averaged) == int(reference.n_averaged) == 5
     ema = trainer.ema.module.state_dict()
     for name, value in reference.module.state_dict().items():
         assert torch.equal(ema[name], value), name
@@ -43,7 +43,7 @@ def test_ema_warmup_follows_the_ramp_by_hand(tmp_path):
         QUICKSTART, ["model.hidden=[16, 16]", "train.ema=0.999", "train.device=cpu"]
     )
     torch.manual_seed(0)
-    trainer = Trainer(build_pipeline(config), config, torch.device("cpu"), tmp_path, Distributed())
+    trainer = Trainer(RunSession(config=config, pipeline=build_pipeline(config), run_dir=tmp_path))
     expected = None
     for step in range(6):
         trainer.train_step()

@@ -233,7 +233,7 @@ def test_data_root_goes_to_data_sets_whose_table_does_not_set_it(tiny_plugin, im
 
 
 def test_conditional_training_passes_labels_to_coupler_and_model(tiny_plugin, image_config):
-    from mfm_core.runner.training.distributed import Distributed
+    from mfm_core.runner.assembly.session import RunSession
     from mfm_core.runner.training.loop import Trainer
 
     config = load_config(image_config, ["train.cond_drop=0.5"])
@@ -246,8 +246,8 @@ def test_conditional_training_passes_labels_to_coupler_and_model(tiny_plugin, im
         return coupler(x0, x1, cond)
 
     object.__setattr__(pipeline, "coupler", recording)
-    trainer = Trainer(pipeline, config, torch.device("cpu"), None, Distributed())
-    x0, x1, cond = trainer._micro_batch()
+    trainer = Trainer(RunSession(config=config, pipeline=pipeline, run_dir=None))
+    x0, x1, cond = trainer.feed.micro_batch()
     assert seen[0] is not None and seen[0].shape == (8,)
     assert set(seen[0].tolist()) <= {0, 1, 2, 3}
     calls = []
@@ -259,7 +259,7 @@ def test_conditional_training_passes_labels_to_coupler_and_model(tiny_plugin, im
 
     trainer.model.forward = forward
     for _ in range(4):
-        trainer._micro_loss()
+        trainer.micro_loss()
     dropped = torch.cat(calls)
     assert (dropped == -1).any() and (dropped >= 0).any()  # cond_drop = 0.5 nulls some labels
 

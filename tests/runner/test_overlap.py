@@ -13,7 +13,7 @@ from mfm_core import hookimpl
 from mfm_core.errors import ConfigError, PluginError
 from mfm_core.runner.run import start_run
 from mfm_core.runner.rundir.checkpoint import load_checkpoint
-from mfm_core.runner.training.loop import overlaps_coupling
+from mfm_core.runner.training.feed import overlaps_coupling
 
 
 class Coupler:

@@ -211,7 +211,14 @@ def load_pipeline(
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     """``auto`` is a CUDA device when there is one, else the CPU. Under torchrun
-    (``local_rank`` given) ``auto`` and ``cuda`` mean this process's GPU, ``cuda:LOCAL_RANK``."""
+    (``local_rank`` given) ``auto`` and ``cuda`` mean this process's GPU, ``cuda:LOCAL_RANK``,
+    and a fixed ``cuda:N`` is an error: it would put every process on one GPU."""
+    if local_rank is not None and name.startswith("cuda:"):
+        raise ConfigError(
+            f"$.train.device: {name!r} would put every torchrun process on one GPU; set "
+            "train.device = 'cuda' (or 'auto'): each process then takes the GPU of its "
+            "LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)"
+        )
     if local_rank is not None and name in ("auto", "cuda") and torch.cuda.is_available():
         name = f"cuda:{local_rank}"
     if name == "auto":

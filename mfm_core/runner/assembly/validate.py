@@ -12,8 +12,8 @@ from mfm_core.registry import Registry, get_registry
 from mfm_core.runner.assembly.loading import load_seeded
 from mfm_core.runner.assembly.pipeline import COMPONENTS, resolve_device
 from mfm_core.runner.training.distributed import from_environment
-from mfm_core.runner.training.loop import batch_sizes
 from mfm_core.runner.training.objective import draw_batch, flow_matching_loss, is_conditional
+from mfm_core.runner.training.sizes import batch_sizes
 
 
 def validate_config(

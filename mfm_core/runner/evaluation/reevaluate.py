@@ -22,7 +22,7 @@ from mfm_core.runner.rundir.layout import (
     run_log,
 )
 from mfm_core.runner.rundir.lock import run_lock
-from mfm_core.runner.training.loop import batch_sizes
+from mfm_core.runner.training.sizes import batch_sizes
 
 logger = logging.getLogger(__name__)
 

@@ -115,13 +115,36 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         ) from None
 
 
-def load_latest(directory: Path) -> tuple[dict[str, Any], Path, list[str]]:
-    """The newest checkpoint that loads; corrupted newer ones are skipped and reported."""
+def newest_loadable(directory: Path) -> tuple[Path, list[str]]:
+    """The newest checkpoint that loads (mapped, not read); corrupted newer ones are skipped
+    and reported."""
     problems: list[str] = []
     for _, path in list_checkpoints(directory):
         try:
-            return load_checkpoint(path), path, problems
+            load_checkpoint(path, mmap=True)
+            return path, problems
         except CheckpointError as exc:
             problems.append(str(exc))
     detail = "; ".join(problems) if problems else "there are none"
     raise CheckpointError(f"no usable checkpoint in {str(directory)!r}: {detail}")
+
+
+def load_latest(directory: Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """The newest checkpoint that loads, read; corrupted newer ones are skipped and reported."""
+    path, problems = newest_loadable(directory)
+    return load_checkpoint(path), path, problems
+
+
+def verified_up_to(directory: Path, step: int) -> list[Path]:
+    """The checkpoints in ``directory`` up to ``step`` that load, oldest first: those a
+    resumed run may rotate away (a later or unreadable one is not the run's to delete)."""
+    found = []
+    for saved, path in reversed(list_checkpoints(directory)):
+        if saved > step:
+            continue
+        try:
+            load_checkpoint(path, mmap=True)
+        except CheckpointError:
+            continue
+        found.append(path)
+    return found

@@ -17,7 +17,12 @@ import torch
 
 from mfm_core.errors import ConfigError
 from mfm_core.protocols import Dataset, IndexedDataset
-from mfm_core.runner.training.distributed import EPOCH_STREAM, FLIP_STREAM, derived_seed
+from mfm_core.runner.training.distributed import (
+    EPOCH_STREAM,
+    FLIP_STREAM,
+    LOADER_STREAM,
+    derived_seed,
+)
 
 
 def is_indexed(dataset: Dataset) -> bool:
@@ -127,6 +132,12 @@ class IndexedStream:
         self.position = (0, 0)  # (epoch, batch within the epoch) of the next batch
         self.per_epoch = per_rank // batch
         self.flip_generator = torch.Generator().manual_seed(derived_seed(seed, FLIP_STREAM, rank))
+        # Each new loader iterator draws its workers' base seed from this generator; without
+        # one it would draw from torch's global generator, so a resumed run (whose loader
+        # restarts) would take one draw more than an uninterrupted one and change its dropout.
+        self.loader_generator = torch.Generator().manual_seed(
+            derived_seed(seed, LOADER_STREAM, rank)
+        )
         self._batches: Iterator[Any] | None = None
 
     def _loader(self) -> Iterator[Any]:
@@ -140,6 +151,7 @@ class IndexedStream:
             num_workers=self.workers,
             pin_memory=self.pin_memory,
             prefetch_factor=2 if self.workers else None,
+            generator=self.loader_generator,
         )
         return iter(loader)
 
@@ -164,12 +176,18 @@ class IndexedStream:
         return samples, labels.long()
 
     def state(self) -> dict[str, Any]:
-        return {"position": list(self.position), "flip_generator": self.flip_generator.get_state()}
+        return {
+            "position": list(self.position),
+            "flip_generator": self.flip_generator.get_state(),
+            "loader_generator": self.loader_generator.get_state(),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.close()
         self.position = tuple(state["position"])
         self.flip_generator.set_state(state["flip_generator"])
+        if "loader_generator" in state:
+            self.loader_generator.set_state(state["loader_generator"])
 
     def close(self) -> None:
         """Stop the loader's worker processes (a later ``next`` starts them again)."""

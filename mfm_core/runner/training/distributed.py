@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from mfm_core.errors import ConfigError
 
@@ -74,6 +75,14 @@ class Distributed:
         return box[0]
 
 
+def gradient_sync(ddp: DistributedDataParallel | None, sync: bool) -> Any:
+    """A context in which DDP all-reduces the gradients of a backward pass only if ``sync``
+    (the last micro-batch of an accumulated step); without DDP, nothing."""
+    if ddp is None or sync:
+        return contextlib.nullcontext()
+    return ddp.no_sync()
+
+
 def from_environment() -> Distributed:
     """This process's rank from torchrun's environment variables (a single process without)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
@@ -122,6 +131,7 @@ EPOCH_STREAM = 1  # the permutation of each epoch of an indexed data set, shared
 FLIP_STREAM = 2  # each process's horizontal flips
 TORCH_STREAM = 3  # the global torch RNG (dropout) of each process but the first
 STEP_STREAM = 4  # each process's generator of the times and label drops of its steps
+LOADER_STREAM = 5  # each process's data loader (the base seed of its worker processes)
 
 
 def derived_seed(seed: int, stream: int, index: int) -> int:
