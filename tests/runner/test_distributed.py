@@ -15,7 +15,7 @@ from mfm_core.runner.run import resume_run
 from mfm_core.runner.rundir.checkpoint import load_checkpoint
 from mfm_core.runner.rundir.layout import read_log
 
-SHORT = ["train.batch_size=8", "train.checkpoint_every=3", "eval.grid=1"]
+SHORT = ["train.batch_size=8", "train.checkpoint_every=3", "eval.grid=1", "model.dropout=0.1"]
 
 
 def torchrun(
@@ -114,7 +114,8 @@ def test_a_config_error_stops_every_process_with_one_message_each(
 def test_global_scope_couples_across_processes_and_resumes_exactly(
     image_config, plugin_env, tmp_path
 ):
-    # A random coupler (heuristic, from a random start), the whole batch solved on rank 0.
+    # A random coupler (heuristic, from a random start), the whole batch solved on rank 0;
+    # dropout 0.1 (SHORT) and data through the loader on both processes.
     overrides = [*SHORT, "coupler.name=heuristic", "coupler.scope=global"]
     whole = torchrun(
         plugin_env, str(image_config), *overrides, "train.steps=4", "--runs", str(tmp_path / "a")
