@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mfm_core.runner.rundir.layout import read_log
 from mfm_core.runner.run import resume_run, start_run
+from mfm_core.runner.rundir.layout import read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
