@@ -131,6 +131,15 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
             f"{', coupling in the background' if trainer.feed.overlap else ''})"
         )
     trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
+    record = trainer.coupling_record()
+    if env.is_main and record is not None:
+        share = 100 * record["waited_ms"] / record["step_ms"] if record["step_ms"] else 0.0
+        logger.info(
+            f"coupling: {record['coupling_ms']:.2f} ms per step, of which the step waited "
+            f"{record['waited_ms']:.2f} ms ({share:.0f} % of its {record['step_ms']:.2f} ms"
+            f"{'; coupled in the background' if record['background'] else ''}), over the "
+            f"{record['steps']} steps of this session"
+        )
     return trainer
 
 
@@ -161,6 +170,9 @@ def _finish(session: RunSession, trainer: Trainer) -> None:
         "seconds": round(trainer.elapsed, 2),
         "coupling": trainer.sizes.coupling,
     }
+    record = trainer.coupling_record()
+    if record is not None:
+        metrics["train"]["coupling_time"] = record
     loss = report.training_loss(read_log(session.run_dir))
     if loss is not None:
         metrics["train"]["loss"] = loss

@@ -93,6 +93,12 @@ def run_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         summary["steps"] = train["steps"]
     if "seconds" in train:
         summary["train s"] = train["seconds"]
+    coupling = train.get("coupling_time")
+    if coupling:
+        summary["coupling ms/step (waited)"] = (
+            f"{coupling['coupling_ms']:.2f} ({coupling['waited_ms']:.2f}) over "
+            f"{coupling['steps']} steps"
+        )
     return summary
 
 

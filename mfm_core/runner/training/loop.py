@@ -118,6 +118,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # seconds of training, summed over every session of the run
         self.losses = LossLog(device, dist)
+        self.session_steps = 0  # steps and seconds trained by this process's train() call
+        self.session_seconds = 0.0
         self.owned: list[Any] = []  # checkpoints this run wrote or loaded, oldest first
 
     @property
@@ -131,6 +133,21 @@ class Trainer:
         if self.ema is None:
             return {"kind": "raw", "step": self.step}
         return self.ema.weights_record(self.step)
+
+    def coupling_record(self) -> dict[str, Any] | None:
+        """This session's coupling time per step (drawing included) and the part of it the
+        step waited for (all of it without the background thread), beside the step's time;
+        ``None`` before a step. A resumed run counts only the steps since it resumed."""
+        if not self.session_steps:
+            return None
+        times, steps = self.feed.times, self.session_steps
+        return {
+            "steps": steps,
+            "step_ms": round(1000 * self.session_seconds / steps, 3),
+            "coupling_ms": round(1000 * times.coupling / steps, 3),
+            "waited_ms": round(1000 * times.waited / steps, 3),
+            "background": self.feed.overlap,
+        }
 
     # One step.
 
@@ -184,6 +201,7 @@ class Trainer:
         """
         config, main = self.config, self.dist.is_main
         start = time.perf_counter() - self.elapsed
+        session_start = (self.step, self.elapsed)
         bar = progress_bar(config.steps, initial=self.step, desc="train", enabled=progress and main)
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         stopping = False
@@ -199,13 +217,13 @@ class Trainer:
                         record = {"step": self.step, "loss": None, "lr": lr, "time": seconds}
                         self.losses.add(record, loss)
                     self.elapsed = time.perf_counter() - start
-                    bar.update(1)
 
-                    # Maintenance: stop, log, checkpoint, hooks.
+                    # Maintenance: stop, log, progress, checkpoint, hooks.
                     stopping = self.dist.any(bool(stop))
                     save = self.step % config.checkpoint_every == 0 or self.step == config.steps
                     if save or stopping or self.step % FLUSH_EVERY == 0:
                         self._flush(log if main else None, bar)
+                    bar.update(1)  # after the flush: the loss shown is of the newest step read
                     if save:
                         self.save()
                     if main and on_step is not None:
@@ -217,6 +235,8 @@ class Trainer:
             self.feed.close(keep_ahead=True)
         finally:
             bar.close()
+        self.session_steps = self.step - session_start[0]
+        self.session_seconds = self.elapsed - session_start[1]
         self.check_finite()
         if stopping:
             path = self.save()
