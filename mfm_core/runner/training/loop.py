@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -32,7 +33,7 @@ from mfm_core.runner.training.distributed import (
     gradient_sync,
 )
 from mfm_core.runner.training.ema import Ema
-from mfm_core.runner.training.feed import PairFeed, overlaps_coupling
+from mfm_core.runner.training.feed import CouplingTimes, PairFeed, overlaps_coupling
 from mfm_core.runner.training.losslog import FLUSH_EVERY, LossLog
 from mfm_core.runner.training.objective import (
     NULL_LABEL,
@@ -118,8 +119,10 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # seconds of training, summed over every session of the run
         self.losses = LossLog(device, dist)
-        self.session_steps = 0  # steps and seconds trained by this process's train() call
+        # Steps, seconds and coupling times of the last call of train() on this process.
+        self.session_steps = 0
         self.session_seconds = 0.0
+        self.session_times = CouplingTimes()
         self.owned: list[Any] = []  # checkpoints this run wrote or loaded, oldest first
 
     @property
@@ -140,7 +143,7 @@ class Trainer:
         ``None`` before a step. A resumed run counts only the steps since it resumed."""
         if not self.session_steps:
             return None
-        times, steps = self.feed.times, self.session_steps
+        times, steps = self.session_times, self.session_steps
         return {
             "steps": steps,
             "step_ms": round(1000 * self.session_seconds / steps, 3),
@@ -201,7 +204,7 @@ class Trainer:
         """
         config, main = self.config, self.dist.is_main
         start = time.perf_counter() - self.elapsed
-        session_start = (self.step, self.elapsed)
+        session_start = (self.step, self.elapsed, attrs.evolve(self.feed.times))
         bar = progress_bar(config.steps, initial=self.step, desc="train", enabled=progress and main)
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         stopping = False
@@ -237,6 +240,7 @@ class Trainer:
             bar.close()
         self.session_steps = self.step - session_start[0]
         self.session_seconds = self.elapsed - session_start[1]
+        self.session_times = self.feed.times.since(session_start[2])
         self.check_finite()
         if stopping:
             path = self.save()
