@@ -25,6 +25,9 @@ Rows (any failure, and a run without CUDA that was not asked to rehearse, exit n
 - throughput: steps/s and images/s of the full-depth ImageNet-32 and -64 U-Nets at the
   configs' per-GPU batch, bf16.
 - dopri5: adaptive sampling on the device against the closed form of dx/dt = c x.
+- sinkhorn: the entropic plan of a (1024, 1024) device cost matrix through 500 iterations,
+  counting host synchronisations (allowed: one per convergence check, every 10 iterations);
+  on the CPU there is nothing to synchronise with, so it only checks the plan's marginals.
 
 On the CPU every row runs at small sizes and says so; the figures then only show the row
 works. docs/training.md says what each row proves.
@@ -53,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tomlconfigs"
 CHECKS = (
     "compile", "bf16", "resume", "kill-rank", "global", "overhead", "memory", "throughput",
-    "dopri5",
+    "dopri5", "sinkhorn",
 )  # fmt: skip
 PAPER_OVERHEAD = {"imagenet32": 0.8, "imagenet64": 4.0}  # % of training time, BatchOT
 PER_GPU = {"imagenet32": 256, "imagenet64": 50}  # the configs' batch per GPU
@@ -559,6 +562,46 @@ def check_dopri5(args: argparse.Namespace) -> list[Row]:
     return [Row("dopri5", True, 0.0, f"{result.nfe} evaluations, max error {error:.2g}")]
 
 
+def check_sinkhorn(args: argparse.Namespace) -> list[Row]:
+    import warnings
+
+    from mfm_coupling_sinkhorn.sinkhorn import sinkhorn_plan
+
+    from mfm_core.couplers import cost_matrix
+
+    n = 256 if _small(args) else 1024
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(n, 64, generator=generator).to(args.device)
+    x1 = torch.randn(n, 64, generator=generator).to(args.device) + 1
+    costs = cost_matrix(x0, x1)
+    iterations, check_every = 500, 10
+    on_gpu = args.device == "cuda"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if on_gpu:
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = sinkhorn_plan(
+                costs, reg=0.05, max_iter=iterations, tol=1e-12, check_every=check_every
+            )
+        finally:
+            if on_gpu:
+                torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    allowed = result.iterations // check_every + 10
+    if result.plan.device.type != args.device or syncs > allowed:
+        raise RuntimeError(
+            f"{syncs} host synchronisations in {result.iterations} iterations "
+            f"(allowed {allowed}), plan on {result.plan.device}"
+        )
+    marginal = (result.plan.sum(1) * n - 1).abs().max().item()
+    if marginal > 1e-3:
+        raise RuntimeError(f"the plan's rows sum to 1/n within {marginal:.2g} only")
+    counted = f"{syncs} host synchronisations" if on_gpu else "no synchronisations on the CPU"
+    detail = f"{result.iterations} iterations, {counted}, row marginals within {marginal:.1g}"
+    return [Row("sinkhorn", True, 0.0, detail)]
+
+
 FUNCTIONS = {
     "compile": check_compile,
     "bf16": check_bf16,
@@ -569,6 +612,7 @@ FUNCTIONS = {
     "memory": check_memory,
     "throughput": check_throughput,
     "dopri5": check_dopri5,
+    "sinkhorn": check_sinkhorn,
 }
 
 
