@@ -343,7 +343,7 @@ class Trainer:
                     f"the checkpoints of {self.run_dir} hold no EMA weights, but train.ema is "
                     "set; resume without changing train.ema"
                 )
-            load_weights(self.ema.averaged, state["ema"], self.run_dir)
+            load_weights(self.ema, state["ema"], self.run_dir)
         mine = state["ranks"][self.dist.rank]
         self.feed.load_state_dict(mine)
         if "step_generator" in mine:
