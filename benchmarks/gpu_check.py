@@ -226,12 +226,14 @@ def write_npz(root: Path, resolution: int, count: int) -> Path:
     return root
 
 
-def image_overrides(args: argparse.Namespace, root: Path, batch: int) -> list[str]:
+def image_overrides(
+    args: argparse.Namespace, root: Path, batch: int, workers: int = 1
+) -> list[str]:
     """The ImageNet-32 config through its loader with dropout 0.1, at a size the device takes."""
     small = ["model.channels=32", "model.channel_mult=[1,2]", "model.num_res_blocks=1"]
     return [
         f"data.root={root}",
-        "data.workers=1",
+        f"data.workers={workers}",
         "model.dropout=0.1",
         "model.attention_resolutions=[16]",
         *(small if _small(args) else []),
@@ -302,7 +304,8 @@ def check_kill_rank(args: argparse.Namespace) -> list[Row]:
     nproc = _processes(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_npz(Path(tmp) / "data", 32, 128)
-        overrides = [*image_overrides(args, root, 4 * nproc), "train.steps=8", "--quiet"]
+        workers = 0 if _small(args) else 1  # the loader's worker seeds: the `resume` row
+        overrides = [*image_overrides(args, root, 4 * nproc, workers), "train.steps=8", "--quiet"]
         run = ["-m", "mfm_core", "run", config, *overrides]
         whole = subprocess.run(
             _torchrun(args, *run, "--runs", f"{tmp}/a"), capture_output=True, text=True
@@ -440,7 +443,7 @@ def _sized(args: argparse.Namespace, name: str, root: Path, steps: int) -> list[
         f"train.device={args.device}",
         f"train.steps={steps}",  # overwritten by _trainer_run's warm-up and measurement
         "train.checkpoint_every=1000000",
-        *(small if _small(args) else batch),
+        *([*small, "data.workers=0"] if _small(args) else batch),
     ]
 
 
@@ -478,7 +481,8 @@ def _peak(device: torch.device) -> str:
         return f"{allocated / 2**30:.2f} GiB allocated, {reserved / 2**30:.2f} GiB reserved"
     import resource
 
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB process peak RSS"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return f"{peak:.2f} GiB peak RSS of the process so far (the CPU keeps no per-phase peak)"
 
 
 def check_memory(args: argparse.Namespace) -> list[Row]:
