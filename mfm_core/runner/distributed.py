@@ -122,6 +122,7 @@ EPOCH_STREAM = 1  # the permutation of each epoch of an indexed data set, shared
 FLIP_STREAM = 2  # each process's horizontal flips
 TORCH_STREAM = 3  # the global torch RNG (dropout) of each process but the first
 STEP_STREAM = 4  # each process's generator of the times and label drops of its steps
+COUPLER_STREAM = 5  # a stateful coupler's preparation, shared by all (the same state everywhere)
 
 
 def derived_seed(seed: int, stream: int, index: int) -> int:

@@ -296,6 +296,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "coupler": self.pipeline.coupler.state_dict(),
             "ranks": ranks,
         }
         if self.ema is not None:
@@ -318,6 +319,8 @@ class Trainer:
         load_weights(self.model, state["model"], self.run_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "coupler" in state:  # checkpoints of runs before stateful couplers hold none
+            self.pipeline.coupler.load_state_dict(state["coupler"])
         if self.ema is not None:
             if "ema" not in state:
                 raise CheckpointError(
