@@ -252,7 +252,7 @@ class SemiDiscreteCoupler:
         within_class: bool = True,
         iterations: int = 1000,
         batch: int = 1024,
-        step: float = 0.01,
+        step: float = 0.004,
         eps: float = 0.0,
         block: int = 4096,
         check_draws: int = 65536,

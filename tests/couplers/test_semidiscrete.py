@@ -10,23 +10,13 @@ from scipy.optimize import linear_sum_assignment
 from mfm_core.adapters import adapt
 from mfm_core.couplers import SemiDiscreteCoupler, cost_matrix
 from mfm_core.couplers.semidiscrete import ALL
+from mfm_core.datasets.file import Points
 from mfm_core.datasets.toy2d import Checkerboard, Gaussian
 from mfm_core.errors import ConfigError, PluginError
 from mfm_core.protocols import Coupling, PrepareContext
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
-
-
-class Points:
-    """A finite data set (``PointSet``) with optional labels read by index."""
-
-    def __init__(self, points: torch.Tensor) -> None:
-        self.points = points
-        self.shape = tuple(points.shape[1:])
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.points[torch.randint(len(self.points), (n,), generator=generator)]
 
 
 class LabelledPoints:
@@ -66,7 +56,7 @@ def test_fitted_map_matches_exact_ot_on_a_replicated_sample() -> None:
     points = torch.tensor(
         [[2.0, 0.0], [-1.0, 1.5], [0.5, -2.0], [3.0, 3.0], [-2.5, -1.0], [0.0, 0.5]]
     )
-    coupler = prepared(Points(points), iterations=400, batch=512, check_draws=30000)
+    coupler = prepared(Points(points), iterations=400, batch=512, step=0.01, check_draws=30000)
     x0 = noise(1200, seed=7)
     coupling = coupler(x0, x0)
     report = coupler.report
@@ -91,7 +81,9 @@ def test_fitted_map_matches_exact_ot_on_a_replicated_sample() -> None:
 
 def test_entropic_fit_converges_too() -> None:
     points = torch.tensor([[2.0, 0.0], [-1.0, 1.5], [0.5, -2.0], [3.0, 3.0]])
-    coupler = prepared(Points(points), iterations=200, batch=512, eps=0.01, check_draws=20000)
+    coupler = prepared(
+        Points(points), iterations=200, batch=512, step=0.01, eps=0.01, check_draws=20000
+    )
     coupler(noise(8, 1), noise(8, 1))
     assert coupler.report.tv < 0.03
 
