@@ -32,7 +32,7 @@ from mfm_core.datasets.toy2d import Checkerboard, Gaussian
 from mfm_core.protocols import PrepareContext
 
 COUPLERS = ("independent", "exact", "sinkhorn", "stable", "heuristic", "semidiscrete")
-SEMIDISCRETE = {"iterations": 1000, "batch": 1024, "check_draws": 16384}
+SEMIDISCRETE = {"iterations": 2000, "batch": 1024, "check_draws": 65536}
 
 
 def reference(data: str, size: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,10 +88,13 @@ def plot(rows: dict[str, dict[int, float]], ks: list[int], title: str, path: Pat
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
+    axes.set_xticks(ks, [str(k) for k in ks])
+    axes.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axes.set_xlabel("coupling batch k (train.coupling_batch)")
     axes.set_ylabel("mean cost of the pairs / full OT cost")
     axes.set_title(title)
-    axes.legend()
+    axes.legend(loc="center right")
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
