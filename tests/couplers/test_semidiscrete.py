@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from mfm_core.protocols import Coupling, PrepareContext
 from mfm_core.runner.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir import read_log
+from mfm_core.testing import write_tiny_config
 
 
 class LabelledPoints:
@@ -172,49 +174,21 @@ def test_the_adapter_gives_stateless_couplers_defaults_and_rejects_half_stateful
     assert len(adapt("coupler", AllPoints())(x0, x0).pairs(x0, x0)[1]) == 3
 
 
-RUN_CONFIG = """
-[data]
-source = {{ name = "gaussian", shape = [2] }}
-target = {{ name = "file", path = "{points}" }}
-
-[coupler]
-name = "semidiscrete"
-iterations = 60
-batch = 256
-check_draws = 1024
-
-[model]
-name = "mlp"
-hidden = [16, 16]
-
-[solver]
-name = "euler"
-steps = 2
-
-[train]
-steps = 30
-batch_size = 32
-lr = 1e-3
-seed = 3
-device = "cpu"
-checkpoint_every = 10
-keep_checkpoints = 5
-
-[eval]
-num_samples = 50
-loss_batches = 1
-trajectories = 0
-metrics = []
-solvers = [{{ name = "euler", steps = 1 }}]
-"""
-
-
-def test_a_resumed_run_logs_the_losses_of_an_uninterrupted_one(tmp_path: Path) -> None:
+def test_a_resumed_run_logs_the_losses_of_an_uninterrupted_one(tmp_path: Path, caplog) -> None:
     points = tmp_path / "points.npy"
     np.save(points, Checkerboard().sample(300, torch.Generator().manual_seed(0)).numpy())
-    config = tmp_path / "sd.toml"
-    config.write_text(RUN_CONFIG.format(points=points))
-    run_dir = start_run(config, [], tmp_path / "runs", progress=False)
+    overrides = [
+        f'data.target={{name="file",path="{points}"}}',
+        'coupler={name="semidiscrete",iterations=60,batch=256,check_draws=1024}',
+        "train.steps=30",
+        "train.keep_checkpoints=5",
+        "eval.trajectories=0",
+        'eval.solvers=[{name="euler",steps=1}]',
+    ]
+    with caplog.at_level(logging.INFO, logger="mfm_core.couplers.semidiscrete"):
+        config = write_tiny_config(tmp_path)
+        run_dir = start_run(config, overrides, tmp_path / "runs", progress=False)
+    assert [r for r in caplog.records if "semidiscrete potentials" in r.getMessage()]
     before = [(r["step"], r["loss"]) for r in read_log(run_dir)]
     assert len(before) == 30
     saved = load_checkpoint(list_checkpoints(run_dir / "checkpoints")[0][1])
@@ -222,5 +196,9 @@ def test_a_resumed_run_logs_the_losses_of_an_uninterrupted_one(tmp_path: Path) -
     for step, path in list_checkpoints(run_dir / "checkpoints"):
         if step > 10:
             path.unlink()
-    resume_run(run_dir, [], progress=False)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mfm_core.couplers.semidiscrete"):
+        resume_run(run_dir, [], progress=False)
     assert [(r["step"], r["loss"]) for r in read_log(run_dir)] == before
+    # The potentials came from the checkpoint: the resumed run did not fit them again.
+    assert not [r for r in caplog.records if "semidiscrete potentials" in r.getMessage()]
