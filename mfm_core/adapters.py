@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from mfm_core.errors import PluginError
-from mfm_core.protocols import Coupling, Field, PathSample, SolveResult
+from mfm_core.protocols import Coupling, Field, PathSample, PrepareContext, SolveResult
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_STATEFUL_METHODS = ("prepare", "state_dict", "load_state_dict")
 
 
 def _parameters(function: Callable[..., Any]) -> list[inspect.Parameter] | None:
@@ -139,6 +140,38 @@ class CheckedCoupler(_Adapted):
         if not callable(inner):
             raise self._fail(f"is a {type(inner).__name__}, not a callable coupler(x0, x1)")
         self._takes_cond = self._check_signature(_parameters(inner))
+        self._stateful = self._check_stateful(inner)
+
+    def _check_stateful(self, inner: Any) -> bool:
+        """Whether ``inner`` is a ``StatefulCoupler``; declaring only some of its methods is
+        an error (a state saved but never restored would break the exact resume)."""
+        declared = [name for name in _STATEFUL_METHODS if callable(getattr(inner, name, None))]
+        if declared and len(declared) < len(_STATEFUL_METHODS):
+            missing = sorted(set(_STATEFUL_METHODS) - set(declared))
+            raise self._fail(
+                f"declares {', '.join(declared)} but not {', '.join(missing)}; a stateful "
+                "coupler implements prepare, state_dict and load_state_dict together"
+            )
+        return bool(declared)
+
+    def prepare(self, context: PrepareContext) -> None:
+        """The coupler's ``prepare``; nothing for a stateless coupler."""
+        if self._stateful:
+            self.inner.prepare(context)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The coupler's state for a checkpoint; ``{}`` for a stateless coupler."""
+        return self.inner.state_dict() if self._stateful else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned; a stateless coupler accepts only ``{}``."""
+        if self._stateful:
+            self.inner.load_state_dict(state)
+        elif state:
+            raise self._fail(
+                f"is stateless but was given a saved state with keys {sorted(state)}; resume "
+                "with the coupler the run was trained with"
+            )
 
     def _check_signature(self, parameters: list[inspect.Parameter] | None) -> bool:
         if parameters is None:
@@ -217,8 +250,10 @@ class CheckedCoupler(_Adapted):
                 f"returned {len(i)} and {len(j)} indices (i and j) for {k} samples; the "
                 "runner needs one pair per noise sample"
             )
-        n = k if coupling.samples is None else self._check_samples(coupling.samples, x0, cond)
-        self._check_indices(i, j, n, coupling.is_permutation)
+        n0, n1 = (
+            (k, k) if coupling.samples is None else self._check_samples(coupling.samples, x0, cond)
+        )
+        self._check_indices(i, j, n0, n1, coupling.is_permutation)
         cost = coupling.cost
         if isinstance(cost, torch.Tensor) and cost.numel() == 1:
             cost = cost.item()
@@ -232,8 +267,11 @@ class CheckedCoupler(_Adapted):
             samples=coupling.samples,
         )
 
-    def _check_samples(self, samples: Any, x0: torch.Tensor, cond: torch.Tensor | None) -> int:
-        """Check the samples a coupling brings (``Coupling.samples``); return their count."""
+    def _check_samples(
+        self, samples: Any, x0: torch.Tensor, cond: torch.Tensor | None
+    ) -> tuple[int, int]:
+        """Check the samples a coupling brings (``Coupling.samples``); return the counts of
+        its ``x0`` and ``x1``."""
         if not isinstance(samples, tuple) or len(samples) != 3:
             raise self._fail("returned Coupling.samples that is not a tuple (x0, x1, cond)")
         s0, s1, s_cond = samples
@@ -252,26 +290,28 @@ class CheckedCoupler(_Adapted):
                     f"returned Coupling.samples whose {what} requires grad (autograd leaks "
                     "through the coupler)"
                 )
-        if s0.shape != s1.shape or s0.shape[1:] != x0.shape[1:]:
+        if s0.shape[1:] != x0.shape[1:] or s1.shape[1:] != x0.shape[1:]:
             raise self._fail(
                 f"returned Coupling.samples x0 and x1 of shapes {tuple(s0.shape)} and "
                 f"{tuple(s1.shape)}; both must be samples of the same shape as the batch's"
             )
         if cond is not None and s_cond is None:
             raise self._fail("was given labels but its Coupling.samples dropped them (cond)")
-        if s_cond is not None and s_cond.shape != s0.shape[:1]:
-            raise self._fail("returned Coupling.samples whose cond is not one label per sample")
-        return len(s0)
+        if s_cond is not None and s_cond.shape != s1.shape[:1]:
+            raise self._fail("returned Coupling.samples whose cond is not one label per x1")
+        return len(s0), len(s1)
 
-    def _check_indices(self, i: torch.Tensor, j: torch.Tensor, n: int, permutation: bool) -> None:
-        """Range (and uniqueness for a permutation) of the indices, computed on their device
-        and read with one synchronisation."""
-        checks = [i.min() >= 0, i.max() < n, j.min() >= 0, j.max() < n]
+    def _check_indices(
+        self, i: torch.Tensor, j: torch.Tensor, n0: int, n1: int, permutation: bool
+    ) -> None:
+        """Range (and uniqueness for a permutation) of the indices into ``n0`` noise and
+        ``n1`` data samples, computed on their device and read with one synchronisation."""
+        checks = [i.min() >= 0, i.max() < n0, j.min() >= 0, j.max() < n1]
         if permutation:  # every index at most once (so exactly once when there are n pairs)
-            for index in (i, j):
+            for index, n in ((i, n0), (j, n1)):
                 checks.append(torch.bincount(index.clamp(0, n - 1), minlength=n).max() <= 1)
         ok = torch.stack(checks).tolist()
-        for name, low, high in (("i", ok[0], ok[1]), ("j", ok[2], ok[3])):
+        for name, n, low, high in (("i", n0, ok[0], ok[1]), ("j", n1, ok[2], ok[3])):
             if not (low and high):
                 raise self._fail(f"returned {name} with indices outside [0, {n})")
         if permutation and not all(ok[4:]):

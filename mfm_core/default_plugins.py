@@ -11,6 +11,7 @@ from mfm_core.couplers import (
     HeuristicCoupler,
     IndependentCoupler,
     ReflowCoupler,
+    SemiDiscreteCoupler,
     StableCoupler,
     costs,
 )
@@ -52,6 +53,7 @@ def register_couplers(register: Register) -> None:
     register("stable", StableCoupler)
     register("heuristic", HeuristicCoupler)
     register("reflow", ReflowCoupler)
+    register("semidiscrete", SemiDiscreteCoupler)
 
 
 @hookimpl

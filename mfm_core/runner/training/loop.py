@@ -304,6 +304,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "coupler": self.feed.coupler.state_dict(),
             "ranks": ranks,
         }
         if self.ema is not None:
@@ -337,6 +338,8 @@ class Trainer:
         load_weights(self.model, state["model"], self.run_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "coupler" in state:  # checkpoints of runs before stateful couplers hold none
+            self.feed.coupler.load_state_dict(state["coupler"])
         if self.ema is not None:
             if "ema" not in state:
                 raise CheckpointError(
