@@ -110,6 +110,14 @@ class _Adapted:
         )
 
 
+def blame(component: Any, problem: str) -> PluginError:
+    """The error of a component (adapted or not) that did something it must not (``problem``),
+    naming it and, when adapted, its plugin."""
+    if isinstance(component, _Adapted):
+        return component._fail(problem)
+    return PluginError(f"{type(component).__name__} {problem}; this is a bug in that component")
+
+
 def check_inputs(x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> None:
     """A coupler's inputs: k >= 1 samples of one shape on each side, one label per sample.
     Raises ``ValueError`` saying what does not fit."""

@@ -16,6 +16,8 @@ import tomli_w
 from mfm_core.errors import CheckpointError, ConfigError
 from mfm_core.runner.rundir.checkpoint import atomic_write
 
+logger = logging.getLogger(__name__)
+
 _NUMBERED = re.compile(r"^(\d+)-")
 # The temporary files of ``atomic_write`` (``.NAME.XXXXXXXX.tmp``) for the files a run writes.
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
@@ -97,23 +99,43 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text))
 
 
-def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-step training log; a torn last line (a crash mid-write) is ignored."""
+def read_log(run_dir: Path, problems: list[int] | None = None) -> list[dict[str, Any]]:
+    """The per-step training log: every line that is a JSON object with an integer ``step``.
+    Other lines are left out, and their numbers added to ``problems``, except a torn last line
+    (a crash mid-write), which is expected."""
     path = run_dir / LOG_FILE
     if not path.exists():
         return []
+    lines = path.read_bytes().decode(errors="replace").splitlines()
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break
+            record = None
+            if number == len(lines):
+                continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            if problems is not None:
+                problems.append(number)
+            continue
+        records.append(record)
     return records
 
 
 def truncate_log(run_dir: Path, step: int) -> None:
-    """Keep the log entries up to ``step``: a run resumed from there writes the rest again."""
-    kept = [r for r in read_log(run_dir) if r["step"] <= step]
+    """Keep the log entries up to ``step``: a run resumed from there writes the rest again.
+    Lines that are not log records (torn or edited) are left out with a warning; every
+    record after them is kept."""
+    problems: list[int] = []
+    kept = [r for r in read_log(run_dir, problems) if r["step"] <= step]
+    if problems:
+        shown = ", ".join(str(n) for n in problems[:10]) + (", ..." if len(problems) > 10 else "")
+        logger.warning(
+            f"warning: {run_dir / LOG_FILE}: line(s) {shown} are not log records (torn or "
+            "edited by hand); they are left out, and the records around them kept"
+        )
     text = "".join(json.dumps(r) + "\n" for r in kept).encode()
     atomic_write(run_dir / LOG_FILE, lambda handle: handle.write(text))
 

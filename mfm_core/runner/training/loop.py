@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mfm_core.errors import CheckpointError, MfmError
+from mfm_core.config import to_toml_dict
+from mfm_core.errors import CheckpointError, DivergedError, StoppedError
+from mfm_core.runner.assembly.experiment import check_resumable
 from mfm_core.runner.assembly.loading import load_weights
 from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.rundir.checkpoint import (
@@ -211,7 +213,7 @@ class Trainer:
                 while self.step < config.steps and not stopping:
                     lr = self.optimizer.param_groups[0]["lr"]
                     loss = self.train_step()
-                    self.losses.watch(self.step, loss)
+                    self.losses.watch(self.step, loss, self.feed.take_intact())
                     if self.step % config.log_every == 0:
                         seconds = round(time.perf_counter() - start, 4)
                         record = {"step": self.step, "loss": None, "lr": lr, "time": seconds}
@@ -242,10 +244,7 @@ class Trainer:
             path = self.save()
             where = f"saved {path}" if path else "saved by the main process"
             cause = f"signal {stop[0]}" if stop else "a signal to another process"
-            raise MfmError(
-                f"stopped by {cause} at step {self.step}; {where}. "
-                f"Continue with: mfm-run --resume {self.run_dir}"
-            )
+            raise StoppedError(f"stopped by {cause} at step {self.step}; {where}")
 
     def _flush(self, log: Any, bar: Any) -> None:
         """Write the pending log lines; raise if a loss was not finite."""
@@ -253,6 +252,8 @@ class Trainer:
         last = self.losses.last
         if log is not None and last is not None:
             bar.set_postfix(loss=f"{last['loss']:.4f} (step {last['step']})", refresh=False)
+        if self.losses.changed_seen:
+            raise self.feed.changed_inputs_error()
         if first_bad is not None:
             self.check_finite()
 
@@ -261,7 +262,7 @@ class Trainer:
         a diverged run stops with its last good checkpoint kept, and never saves NaN."""
         first_bad = int(self.losses.first_bad)
         if first_bad >= 0:
-            raise MfmError(
+            raise DivergedError(
                 f"training diverged: the loss at step {first_bad} is not finite; lower "
                 f"train.lr (now {self.config.lr:g}) or set train.grad_clip. The checkpoints "
                 f"in {self.run_dir / CHECKPOINTS} are from before step {first_bad}"
@@ -269,7 +270,7 @@ class Trainer:
         modules = [self.model] + ([self.ema.averaged] if self.ema is not None else [])
         tensors = [t for m in modules for t in m.state_dict().values() if t.is_floating_point()]
         if tensors and not torch.stack([torch.isfinite(t).all() for t in tensors]).all():
-            raise MfmError(
+            raise DivergedError(
                 f"training diverged: the weights after step {self.step} are not finite; lower "
                 f"train.lr (now {self.config.lr:g}) or set train.grad_clip. Nothing was saved "
                 f"for step {self.step}"
@@ -297,6 +298,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "world_size": self.dist.world_size,
+            "config": to_toml_dict(self.session.config),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -319,11 +321,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore this process's part of a checkpoint ``state``."""
-        if "ranks" not in state:
-            raise CheckpointError(
-                f"the checkpoints of {self.run_dir} were written by an earlier mfm that kept no "
-                "per-process state; they cannot be resumed exactly: start a new run"
-            )
+        check_resumable(state, to_toml_dict(self.session.config), self.run_dir)
         if state["world_size"] != self.dist.world_size:
             raise CheckpointError(
                 f"the checkpoints of {self.run_dir} were written by {state['world_size']} "
