@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mfm_core.cli import main
+from mfm_core.runner.run import start_run
 from tests.faults.helpers import FAST
 
 
@@ -16,6 +17,12 @@ def fast_config(tmp_path: Path) -> Path:
     path = tmp_path / "fast.toml"
     path.write_text(FAST)
     return path
+
+
+@pytest.fixture
+def trained(fast_config: Path, tmp_path: Path) -> Path:
+    """A run of two steps, trained and evaluated."""
+    return start_run(fast_config, ["train.steps=2"], tmp_path / "runs", progress=False)
 
 
 @pytest.fixture

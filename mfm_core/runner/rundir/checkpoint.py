@@ -20,8 +20,9 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then
     rename it over ``path``: readers see the old file or the new one, never half of one.
     The file gets the permissions of any new file (``0o666`` less the umask), not the
-    owner-only ones of a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    owner-only ones of a temporary file. The folder is made if missing, its parent must
+    exist (so a mistyped path creates no chain of folders)."""
+    path.parent.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     handle = None
     try:

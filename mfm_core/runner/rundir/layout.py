@@ -15,6 +15,7 @@ import tomli_w
 
 from mfm_core.errors import CheckpointError, ConfigError
 from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.rundir.lock import LOCK_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,11 @@ CHECKPOINTS = "checkpoints"
 
 
 def create_run_dir(root: Path, name: str) -> Path:
-    """Make the next numbered directory under ``root``: one more than the highest number of
-    any ``N-...`` name there. ``mkdir`` is exclusive, so concurrent starts never share one."""
+    """Make the next numbered directory under ``root`` (made if missing; its parent must
+    exist): one more than the highest number of any ``N-...`` name there. ``mkdir`` is
+    exclusive, so concurrent starts never share one."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"--runs {str(root)!r}: cannot make the directory ({exc.strerror})"
@@ -75,6 +77,21 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
+
+
+def remove_written(folder: Path, *, remove_folder: bool) -> None:
+    """Delete from ``folder`` the files a run or an evaluation writes, their temporaries and
+    its lock file, then (``remove_folder``) ``folder`` itself if nothing else is left in it:
+    what a stopped evaluation leaves (any file it did not write stays, and so does the
+    folder)."""
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        name = match["name"] if match else path.name
+        if path.is_file() and (_WRITTEN.match(name) or path.name == LOCK_FILE):
+            path.unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):  # not empty: something else is in it
+            folder.rmdir()
 
 
 def write_config(run_dir: Path, data: dict[str, Any]) -> None:
