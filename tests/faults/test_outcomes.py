@@ -59,8 +59,8 @@ def test_a_plugin_ending_the_process_fails_the_run_naming_it(
 
     coupler_plugin("ender", _on_call(4, end))
     runs = tmp_path / "runs"
-    status, err = cli("run", fast_config, "coupler.name=ender", f"train.overlap_coupling={overlap!r}",
-                      "--runs", runs, "--quiet")  # fmt: skip
+    overrides = ["coupler.name=ender", f"train.overlap_coupling={overlap!r}"]
+    status, err = cli("run", fast_config, *overrides, "--runs", runs, "--quiet")
     assert status == 2  # neither 0 (SystemExit(0)) nor 130 (the user's Ctrl-C)
     line = one_error_line(err)
     assert "coupler 'ender'" in line and "plugin 'ender'" in line and shown in line
@@ -122,8 +122,8 @@ def test_a_coupler_changing_its_inputs_in_place_fails_naming_it(
 
     coupler_plugin("zeroes", _on_call(5, zero))
     runs = tmp_path / "runs"
-    status, err = cli("run", fast_config, "coupler.name=zeroes", f"train.overlap_coupling={overlap!r}",
-                      "--runs", runs, "--quiet")  # fmt: skip
+    overrides = ["coupler.name=zeroes", f"train.overlap_coupling={overlap!r}"]
+    status, err = cli("run", fast_config, *overrides, "--runs", runs, "--quiet")
     assert status == 2
     line = one_error_line(err)
     assert "coupler 'zeroes'" in line and "changed its inputs" in line
