@@ -160,13 +160,21 @@ def test_checkpoints_that_cannot_be_written_are_found_before_training(
     assert json.loads((run_dir / "outcome.json").read_text())["outcome"] == "failed"
 
 
-def test_a_peer_that_died_is_not_reported_as_a_bug(monkeypatch):
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer"),
+        RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 1800000ms"),
+        distributed.dist.DistBackendError("NCCL communicator was aborted on rank 1"),
+    ],
+)
+def test_a_peer_that_died_is_not_reported_as_a_bug(monkeypatch, failure):
     for name in ("init_process_group", "destroy_process_group"):
         monkeypatch.setattr(distributed.dist, name, lambda *a, **k: None)
     env = Distributed(rank=1, world_size=2, local_rank=1)
     with pytest.raises(MfmError, match="another process of this run stopped"):
         with process_group(env, torch.device("cpu")):
-            raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+            raise failure
     with pytest.raises(RuntimeError, match="^an error of this process$"):
         with process_group(env, torch.device("cpu")):
             raise RuntimeError("an error of this process")

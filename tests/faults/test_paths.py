@@ -104,3 +104,11 @@ def test_fid_stats_out_and_runs_in_a_missing_folder_create_nothing(fast_config, 
     status, err = cli("run", fast_config, "--runs", tmp_path / "nodir" / "runs", "--quiet")
     assert status == 2 and "cannot make the directory" in one_error_line(err)
     assert not (tmp_path / "nodir").exists()
+
+
+def test_eval_out_an_existing_file_is_refused_and_kept(trained, tmp_path, cli):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    status, err = cli("eval", trained, "--out", out)
+    assert status == 2 and "is a file" in one_error_line(err)
+    assert out.read_text() == "mine"

@@ -137,8 +137,8 @@ def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
 def peer_lost(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective failing because another process went away (it died,
     or stopped on an error of its own): not a bug of this process."""
-    text = str(exc)
-    signs = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "timed out")
+    text = str(exc).lower()
+    signs = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out")
     return isinstance(exc, dist.DistError) or any(sign in text for sign in signs)
 
 
