@@ -72,6 +72,32 @@ def test_a_plugin_ending_the_process_fails_the_run_naming_it(
     assert not (run_dir / "metrics.json").exists()
 
 
+@pytest.mark.parametrize(
+    "raised", [SystemExit(0), ValueError("a bug in the plugin")], ids=["system-exit", "error"]
+)
+def test_a_failing_coupler_saves_the_last_step_and_the_run_resumes_exactly(
+    fast_config, tmp_path, cli, coupler_plugin, raised
+):
+    def end(x0, x1):
+        raise raised
+
+    overrides = ["coupler.name=ender", "train.overlap_coupling='off'", "train.checkpoint_every=2"]
+    coupler_plugin("ender", _on_call(4, end))  # the coupling of step 4
+    status, _ = cli("run", fast_config, *overrides, "--runs", tmp_path / "a", "--quiet")
+    assert status == (2 if isinstance(raised, SystemExit) else 1)  # 1: a bug (the plugin's)
+    run_dir = _run_dir(tmp_path / "a")
+    assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [3, 2]
+    assert [r["step"] for r in read_log(run_dir)] == [1, 2, 3]
+    assert read_outcome(run_dir)["step"] == 3
+    coupler_plugin("ender", _on_call(0, end))  # fixed: never fails
+    assert cli("run", "--resume", run_dir, "--quiet")[0] == 0
+    assert cli("run", fast_config, *overrides, "--runs", tmp_path / "b", "--quiet")[0] == 0
+    whole = _run_dir(tmp_path / "b")
+    assert read_log(run_dir) == [
+        {**r, "time": a["time"]} for r, a in zip(read_log(whole), read_log(run_dir), strict=True)
+    ]
+
+
 def test_ctrl_c_records_interrupted_and_says_how_to_continue(
     fast_config, tmp_path, cli, coupler_plugin
 ):

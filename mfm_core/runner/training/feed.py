@@ -132,6 +132,9 @@ class PairFeed:
         self._pool: ThreadPoolExecutor | None = None
         self._side = _SideStream(device)
         self._checks: list[torch.Tensor] = []  # see take_intact
+        self._failed: tuple[torch.Tensor, dict[str, Any]] | None = (
+            None  # see rewind_failed_coupling
+        )
 
     def start(self) -> None:
         """Start the data loader from this (the main) thread, then the coupling thread: loader
@@ -146,6 +149,7 @@ class PairFeed:
         with overlap: only ``generator`` and the data stream are used here); with the pairs,
         whether the coupler left its inputs unchanged (a boolean on the device)."""
         started = time.perf_counter()
+        before = (self.generator.get_state(), self.stream.state())
         count = self.sizes.coupling
         x0 = self.source.sample(count, self.generator).to(self.device, non_blocking=True)
         x1, labels = self.stream.next()
@@ -157,8 +161,11 @@ class PairFeed:
         given = tuple(None if t is None else t.clone() for t in (x0, x1, cond))
         try:
             coupling = self.coupler(*given)
-        except (SystemExit, KeyboardInterrupt) as exc:  # Ctrl-C is deferred while training
-            raise blame(
+        except BaseException as exc:
+            self._failed = before
+            if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            raise blame(  # Ctrl-C is deferred while training: this one is the coupler's
                 self.coupler,
                 f"raised {type(exc).__name__}({', '.join(map(repr, exc.args))}) while coupling, "
                 "which ends the process; a coupler raises an Exception to report a problem",
@@ -179,6 +186,19 @@ class PairFeed:
         self.times.coupling += time.perf_counter() - started
         self.times.batches += 1
         return (x0, x1, cond), intact
+
+    def rewind_failed_coupling(self) -> bool:
+        """After the coupler failed in this thread, go back to before that coupling's draws
+        (the pairs in hand were used up, since it was needed), so that :meth:`state_dict`
+        is where the feed stood; false (nothing changed) if it did not fail or coupling runs
+        in the background."""
+        if self._failed is None or self.overlap:
+            return False
+        generator, stream = self._failed
+        self.generator.set_state(generator)
+        self.stream.load_state(stream)
+        self._pairs = self._ahead = self._failed = None
+        return True
 
     def take_intact(self) -> torch.Tensor | None:
         """Whether the coupler left its inputs unchanged in every coupling handed out since

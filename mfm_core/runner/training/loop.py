@@ -43,7 +43,7 @@ from mfm_core.runner.training.objective import (
     regression_loss,
 )
 from mfm_core.runner.training.progress import progress as progress_bar
-from mfm_core.runner.training.schedules import lr_factor
+from mfm_core.runner.training.schedules import apply_settings, lr_factor
 from mfm_core.runner.training.signals import stop_requests
 from mfm_core.runner.training.sizes import batch_sizes
 
@@ -123,6 +123,7 @@ class Trainer:
         self.session_steps = 0  # steps and seconds trained by this process's train() call
         self.session_seconds = 0.0
         self.owned: list[Any] = []  # checkpoints this run wrote or loaded, oldest first
+        self.micro_index = 0  # the micro-batch of the step being trained
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -173,6 +174,7 @@ class Trainer:
 
         # Accumulate gradients (DDP averages them over processes at the last backward only).
         for index in range(accum):
+            self.micro_index = index
             with gradient_sync(self.ddp, index == accum - 1):
                 loss = self.micro_loss(needed=left - index)
                 (loss / accum).backward()
@@ -212,7 +214,11 @@ class Trainer:
             with log, stop_requests() as stop:
                 while self.step < config.steps and not stopping:
                     lr = self.optimizer.param_groups[0]["lr"]
-                    loss = self.train_step()
+                    try:
+                        loss = self.train_step()
+                    except Exception:
+                        self._save_before_failed_step(log if main else None, bar)
+                        raise
                     self.losses.watch(self.step, loss, self.feed.take_intact())
                     if self.step % config.log_every == 0:
                         seconds = round(time.perf_counter() - start, 4)
@@ -245,6 +251,14 @@ class Trainer:
             where = f"saved {path}" if path else "saved by the main process"
             cause = f"signal {stop[0]}" if stop else "a signal to another process"
             raise StoppedError(f"stopped by {cause} at step {self.step}; {where}")
+
+    def _save_before_failed_step(self, log: Any, bar: Any) -> None:
+        """The coupler failed before the step used any pairs, on one process: save the last
+        step, its feed taken back to before that coupling (an exact checkpoint)."""
+        if self.micro_index or self.dist.active or not self.feed.rewind_failed_coupling():
+            return
+        self._flush(log, bar)
+        logger.info(f"saved {self.save()} (step {self.step}) before the coupler failed")
 
     def _flush(self, log: Any, bar: Any) -> None:
         """Write the pending log lines; raise if a loss was not finite."""
@@ -353,21 +367,7 @@ class Trainer:
             torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
-        self._apply_optimizer_settings()
-
-    def _apply_optimizer_settings(self) -> None:
-        """Set the config's ``lr`` and ``weight_decay`` over what a loaded optimizer and
-        scheduler state hold, so a resume with changed settings trains with them (the
-        schedule's shape already comes from the config); the current learning rate is that
-        of the schedule at this step."""
-        train = self.config
-        self.scheduler.base_lrs = [train.lr] * len(self.optimizer.param_groups)
-        factor = lr_factor(train, self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = train.lr
-            group["lr"] = train.lr * factor
-            group["weight_decay"] = train.weight_decay
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        apply_settings(self.config, self.optimizer, self.scheduler)
 
     def resume(self) -> None:
         """Continue from the newest usable checkpoint. The main process picks it and tells
