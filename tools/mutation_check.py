@@ -376,6 +376,13 @@ MUTATIONS = (
         OUTCOME_TESTS,
     ),
     Mutation(
+        "reliability: a failed coupling's draws are kept in the saved generator",
+        "mfm_core/runner/training/feed.py",
+        "        self.generator.set_state(generator)\n",
+        "",
+        OUTCOME_TESTS,
+    ),
+    Mutation(
         "reliability: a resume may change every key",
         "mfm_core/runner/assembly/experiment.py",
         "return [k for k in keys if not _changeable(k) and before.get(k) != after.get(k)]",
