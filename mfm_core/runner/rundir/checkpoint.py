@@ -148,7 +148,9 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     missing = [
         f"{key} ({kind.__name__})"
         for key, kind in REQUIRED.items()
-        if not isinstance(state, dict) or not isinstance(state.get(key), kind)
+        if not isinstance(state, dict)
+        or not isinstance(state.get(key), kind)
+        or isinstance(state.get(key), bool)
     ]
     if missing:
         raise CheckpointError(
