@@ -369,10 +369,17 @@ MUTATIONS = (
         OUTCOME_TESTS,
     ),
     Mutation(
-        "reliability: a plugin's SystemExit passes through the feed",
+        "reliability: a coupler's KeyboardInterrupt taken for the user's Ctrl-C",
         "mfm_core/runner/training/feed.py",
-        "except (SystemExit, KeyboardInterrupt) as exc:",
-        "except KeyboardInterrupt as exc:",
+        "if not isinstance(exc, (SystemExit, KeyboardInterrupt)):",
+        "if not isinstance(exc, SystemExit):",
+        OUTCOME_TESTS,
+    ),
+    Mutation(
+        "reliability: a coupler's SystemExit ends the process",
+        "mfm_core/adapters.py",
+        "except SystemExit as exc:  # never the user's",
+        "except ArithmeticError as exc:  # never the user's",
         OUTCOME_TESTS,
     ),
     Mutation(

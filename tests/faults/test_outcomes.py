@@ -98,6 +98,16 @@ def test_a_failing_coupler_saves_the_last_step_and_the_run_resumes_exactly(
     ]
 
 
+def test_a_plugin_exiting_during_validate_is_an_error_naming_it(fast_config, cli, coupler_plugin):
+    def end(x0, x1):
+        raise SystemExit(0)
+
+    coupler_plugin("ender", end)
+    status, err = cli("validate", fast_config, "coupler.name=ender")
+    assert status == 2
+    assert "coupler 'ender'" in one_error_line(err) and "SystemExit(0)" in err[-1]
+
+
 def test_ctrl_c_records_interrupted_and_says_how_to_continue(
     fast_config, tmp_path, cli, coupler_plugin
 ):

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import torch
 
-from mfm_core.adapters import blame
+from mfm_core.adapters import blame, ended_process
 from mfm_core.errors import ConfigError, MfmError
 from mfm_core.protocols import Coupler, Dataset
 from mfm_core.runner.training.data import IndexedStream, SampledStream
@@ -165,11 +165,8 @@ class PairFeed:
             self._failed = before
             if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 raise
-            raise blame(  # Ctrl-C is deferred while training: this one is the coupler's
-                self.coupler,
-                f"raised {type(exc).__name__}({', '.join(map(repr, exc.args))}) while coupling, "
-                "which ends the process; a coupler raises an Exception to report a problem",
-            ) from None
+            # Ctrl-C is deferred while training: a KeyboardInterrupt here is the coupler's
+            raise blame(self.coupler, ended_process(exc)) from None
         intact = _unchanged(given, (x0, x1, cond))
         x0, x1, cond = coupling.pairs(x0, x1, cond)
         if len(x0) != count:
