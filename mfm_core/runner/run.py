@@ -87,7 +87,7 @@ def start_run(
             if env.is_main:
                 held.enter_context(run_log(run_dir))
                 held.enter_context(_recorded(session, trainer))
-            _train(session, trainer, resume=False, progress=progress)
+            _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
     return run_dir
@@ -108,9 +108,10 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
             held.enter_context(run_log(run_dir))
         with process_group(env, device):
             trainer = Trainer(session)
+            trainer.resume()  # a resume refused here leaves the recorded outcome as it was
             if env.is_main:
                 held.enter_context(_recorded(session, trainer))
-            _train(session, trainer, resume=True, progress=progress)
+            _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
     return run_dir
@@ -129,10 +130,8 @@ def _recorded(session: RunSession, trainer: Trainer) -> Iterator[None]:
             raise exc.advising(["mfm-run", "--resume", str(session.run_dir)]) from None
 
 
-def _train(session: RunSession, trainer: Trainer, *, resume: bool, progress: bool) -> None:
+def _train(session: RunSession, trainer: Trainer, *, progress: bool) -> None:
     config, pipeline, run_dir, env = session.config, session.pipeline, session.run_dir, session.env
-    if resume:
-        trainer.resume()
     if env.is_main:
         # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
         # leaves the run directory as it was.

@@ -10,6 +10,7 @@ import tomli_w
 from mfm_core.config import read_toml
 from mfm_core.runner.assembly.experiment import CHANGEABLE, changed_keys
 from mfm_core.runner.rundir.layout import read_log
+from mfm_core.runner.rundir.outcome import read_outcome
 from tests.faults.helpers import one_error_line
 
 
@@ -19,6 +20,7 @@ def test_a_resume_cannot_make_the_run_shorter(trained, cli):
     assert status == 2
     assert "train.steps: 1, but" in one_error_line(err) and "2 steps already" in err[-1]
     assert (trained / "config.toml").read_text() == config
+    assert read_outcome(trained)["outcome"] == "done"
     assert cli("run", "--resume", trained, "train.steps=2", "--quiet")[0] == 0  # as long: fine
 
 
@@ -50,6 +52,7 @@ def test_editing_config_toml_to_another_experiment_is_refused(trained, cli, key,
     line = one_error_line(err)
     assert f"a resume cannot change {key} (" in line
     assert read_log(trained) == log  # nothing trained
+    assert read_outcome(trained)["outcome"] == "done"  # the run is still what it was
 
 
 def test_an_override_to_another_experiment_is_refused_too(trained, cli):
