@@ -111,6 +111,22 @@ class _Adapted:
         )
 
 
+def ended_process(exc: BaseException) -> str:
+    """What is wrong with a component raising ``exc`` (SystemExit, KeyboardInterrupt)."""
+    return (
+        f"raised {type(exc).__name__}({', '.join(map(repr, exc.args))}) while coupling, which "
+        "ends the process; a coupler raises an Exception to report a problem"
+    )
+
+
+def blame(component: Any, problem: str) -> PluginError:
+    """The error of a component (adapted or not) that did something it must not (``problem``),
+    naming it and, when adapted, its plugin."""
+    if isinstance(component, _Adapted):
+        return component._fail(problem)
+    return PluginError(f"{type(component).__name__} {problem}; this is a bug in that component")
+
+
 def check_inputs(x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> None:
     """A coupler's inputs: k >= 1 samples of one shape on each side, one label per sample.
     Raises ``ValueError`` saying what does not fit."""
@@ -208,10 +224,13 @@ class CheckedCoupler(_Adapted):
         ``Coupling`` whose ``is_permutation`` is the coupler's attribute of that name.
         """
         check_inputs(x0, x1, cond)
-        if cond is not None and self._takes_cond:
-            result = self.inner(x0, x1, cond=cond)
-        else:
-            result = self.inner(x0, x1)
+        try:
+            if cond is not None and self._takes_cond:
+                result = self.inner(x0, x1, cond=cond)
+            else:
+                result = self.inner(x0, x1)
+        except SystemExit as exc:  # never the user's: a coupler must not end the process
+            raise self._fail(ended_process(exc)) from None
         return self._normalise(result, x0, cond)
 
     def _index(self, value: Any, name: str, device: torch.device) -> torch.Tensor:

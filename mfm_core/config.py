@@ -171,10 +171,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=500")
+    if key.count(".") >= MAX_DEPTH:
+        raise ConfigError(
+            f"override {key[:80]!r}...: more than {MAX_DEPTH} keys deep; a config needs a few"
+        )
     try:
         parsed = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
         parsed = {"v": raw.strip()}
+    except RecursionError:
+        raise ConfigError(f"override {key!r}: the value is nested too deeply") from None
     if parsed.keys() != {"v"} or (isinstance(parsed["v"], str) and "\n" in raw.strip()):
         raise ConfigError(
             f"override {text!r}: the value must be one TOML value on one line, with nothing "
@@ -236,16 +242,39 @@ def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _check_finite(value: Any, where: str) -> None:
-    """NaN or an infinity anywhere in a config is a mistake (``train.lr=nan``)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: {value} is not a finite number")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_finite(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_finite(item, f"{where}[{index}]")
+MAX_DEPTH = 16
+"""Tables and arrays nested deeper than this in a config are a mistake (a config needs five)."""
+INT64 = (-(2**63), 2**63 - 1)
+"""Integers beyond int64 cannot reach torch or numpy: every integer setting must fit."""
+
+
+def check_values(value: Any, where: str = "$") -> None:
+    """Every value of a config is usable: no NaN or infinity (``train.lr=nan``), integers
+    within int64, nesting at most :data:`MAX_DEPTH` deep. Walks without recursion, so a
+    hostile file nested thousands deep is an error, not a crash."""
+    stack = [(value, where, 0)]
+    while stack:
+        item, at, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"{at[:80]}...: nested more than {MAX_DEPTH} tables or arrays deep; a config "
+                "needs a few levels"
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{at}: {item} is not a finite number")
+        if (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and not (INT64[0] <= item <= INT64[1])
+        ):
+            raise ConfigError(
+                f"{at}: {item} is beyond the 64-bit integers mfm computes with "
+                f"({INT64[0]}..{INT64[1]})"
+            )
+        if isinstance(item, dict):
+            stack += [(v, f"{at}.{k}", depth + 1) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{at}[{i}]", depth + 1) for i, v in enumerate(item)]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -262,9 +291,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to read; a config needs a few levels"
+        ) from None
+    check_values(data, "$")
+    return data
 
 
 def _with_default_components(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -296,7 +331,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     :class:`ConfigProblems` listing all of them."""
     data = _with_default_components(read_toml(path), to_toml_dict(Config()))
     data = apply_overrides(data, list(overrides))
-    _check_finite(data, "$")
+    check_values(data, "$")
     try:
         return structure(data, Config)
     except ConfigError as exc:

@@ -8,6 +8,12 @@ when they pass. Run from the repository, in its environment::
 
     python tools/mutation_check.py            # every mutation
     python tools/mutation_check.py -k w2 -v   # those whose name contains "w2", with output
+    python tools/mutation_check.py -k reliability   # the promises of docs/reliability.md
+
+Besides the numeric core, the ``reliability:`` mutations plant bugs where the hostile batteries
+found them: the loss under gradient accumulation, Sinkhorn's convergence at small epsilon,
+checkpoint rotation after a resume, validators, messages, read-back checks, output paths,
+recorded outcomes, a coupler's inputs, and what a resume may change.
 
 The mutations are planted in a scratch copy of the working tree (first on ``PYTHONPATH``), so
 the tree itself is never modified and can be worked on meanwhile. A snippet that is no
@@ -48,6 +54,16 @@ COUPLER_TESTS = ("tests/couplers/test_exact.py", "tests/couplers/test_costs.py")
 PATH_TESTS = ("tests/paths",)
 CHECKPOINT_TESTS = ("tests/runner/test_checkpoint_atomic.py",)
 GUIDANCE_TESTS = ("tests/runner/test_model_field.py",)
+# The reliability promises of docs/reliability.md, and the areas the hostile batteries found.
+ACCUM_TESTS = ("tests/runner/test_grad_accum.py",)
+ROTATION_TESTS = ("tests/faults/test_checkpoints.py",)
+SINKHORN_TESTS = ("plugins/mfm-coupling-sinkhorn/tests/test_sinkhorn_plan.py",)
+VALIDATOR_TESTS = ("tests/test_validated_keys.py",)
+MESSAGE_TESTS = ("tests/faults/test_messages.py",)
+READBACK_TESTS = ("tests/faults/test_readback.py",)
+PATH_OPTION_TESTS = ("tests/faults/test_paths.py",)
+OUTCOME_TESTS = ("tests/faults/test_outcomes.py",)
+PROVENANCE_TESTS = ("tests/faults/test_provenance.py",)
 
 MUTATIONS = (
     Mutation(
@@ -239,6 +255,153 @@ MUTATIONS = (
         "np.trace(sigma2) - 2.0 * trace_sqrt",
         "np.trace(sigma2) + 2.0 * trace_sqrt",
         FID_TESTS,
+    ),
+    Mutation(
+        "reliability: the loss reported under grad_accum is the sum of the micro-batches",
+        "mfm_core/runner/training/loop.py",
+        "return total / accum",
+        "return total",
+        ACCUM_TESTS,
+    ),
+    Mutation(
+        "reliability: a resumed run rotates its newest old checkpoint away first",
+        "mfm_core/runner/rundir/checkpoint.py",
+        "for saved, path in reversed(list_checkpoints(directory)):",
+        "for saved, path in list_checkpoints(directory):",
+        ROTATION_TESTS,
+    ),
+    Mutation(
+        "reliability: sinkhorn without epsilon scaling",
+        "plugins/mfm-coupling-sinkhorn/mfm_coupling_sinkhorn/sinkhorn.py",
+        "while schedule[0] * 4.0 < _EASY * mean_cost:",
+        "while False:",
+        SINKHORN_TESTS,
+    ),
+    Mutation(
+        "reliability: sinkhorn without over-relaxation",
+        "plugins/mfm-coupling-sinkhorn/mfm_coupling_sinkhorn/sinkhorn.py",
+        "_MAX_OMEGA = 1.95",
+        "_MAX_OMEGA = 1.0",
+        SINKHORN_TESTS,
+    ),
+    Mutation(
+        "reliability: the positive validator accepts zero",
+        "mfm_core/schema.py",
+        "if value is not None and value <= 0:",
+        "if value is not None and value < 0:",
+        VALIDATOR_TESTS,
+    ),
+    Mutation(
+        "reliability: the non-negative validator rejects zero",
+        "mfm_core/schema.py",
+        "if value is not None and value < 0:",
+        "if value is not None and value <= 0:",
+        VALIDATOR_TESTS,
+    ),
+    Mutation(
+        "reliability: decay rates may be 1",
+        "mfm_core/schema.py",
+        "if not 0 <= value < 1:",
+        "if not 0 <= value <= 1:",
+        VALIDATOR_TESTS,
+    ),
+    Mutation(
+        "reliability: integers beyond int64 pass the config",
+        "mfm_core/config.py",
+        "INT64 = (-(2**63), 2**63 - 1)",
+        "INT64 = (-(2**64), 2**64)",
+        MESSAGE_TESTS,
+    ),
+    Mutation(
+        "reliability: long words in error lines quoted whole",
+        "mfm_core/cli.py",
+        'return re.sub(rf"\\S{{{LONGEST_WORD + 1},}}", cut, text)',
+        "return text",
+        MESSAGE_TESTS,
+    ),
+    Mutation(
+        "reliability: a torch file mfm did not write is taken for a checkpoint",
+        "mfm_core/runner/rundir/checkpoint.py",
+        "    if missing:\n        raise CheckpointError(",
+        "    if missing and False:\n        raise CheckpointError(",
+        READBACK_TESTS,
+    ),
+    Mutation(
+        "reliability: a bad line in the middle of log.jsonl ends the log",
+        "mfm_core/runner/rundir/layout.py",
+        "                problems.append(number)\n            continue",
+        "                problems.append(number)\n            break",
+        READBACK_TESTS,
+    ),
+    Mutation(
+        "reliability: eval --out not resolved before the emptiness check",
+        "mfm_core/runner/evaluation/reevaluate.py",
+        'out = in_existing_folder(out, "--out")',
+        'in_existing_folder(out, "--out")',
+        PATH_OPTION_TESTS,
+    ),
+    Mutation(
+        "reliability: eval --out written without its lock",
+        "mfm_core/runner/evaluation/reevaluate.py",
+        "held.enter_context(run_lock(directory))",
+        "pass",
+        PATH_OPTION_TESTS,
+    ),
+    Mutation(
+        "reliability: sample --out makes its missing folder",
+        "mfm_core/runner/evaluation/sampling.py",
+        'resolved = in_existing_folder(out, "--out")',
+        "resolved = out.resolve()",
+        PATH_OPTION_TESTS,
+    ),
+    Mutation(
+        "reliability: a failed run recorded as done",
+        "mfm_core/runner/rundir/outcome.py",
+        '    if error is None:\n        return "done"',
+        '    if True:\n        return "done"',
+        OUTCOME_TESTS,
+    ),
+    Mutation(
+        "reliability: the coupler gets the original x0 and x1",
+        "mfm_core/runner/training/feed.py",
+        "given = tuple(None if t is None else t.clone() for t in (x0, x1, cond))",
+        "given = (x0, x1, cond)",
+        OUTCOME_TESTS,
+    ),
+    Mutation(
+        "reliability: a coupler's KeyboardInterrupt taken for the user's Ctrl-C",
+        "mfm_core/runner/training/feed.py",
+        "if not isinstance(exc, (SystemExit, KeyboardInterrupt)):",
+        "if not isinstance(exc, SystemExit):",
+        OUTCOME_TESTS,
+    ),
+    Mutation(
+        "reliability: a coupler's SystemExit ends the process",
+        "mfm_core/adapters.py",
+        "except SystemExit as exc:  # never the user's",
+        "except ArithmeticError as exc:  # never the user's",
+        OUTCOME_TESTS,
+    ),
+    Mutation(
+        "reliability: a failed coupling's draws are kept in the saved generator",
+        "mfm_core/runner/training/feed.py",
+        "        self.generator.set_state(generator)\n",
+        "",
+        OUTCOME_TESTS,
+    ),
+    Mutation(
+        "reliability: a resume may change every key",
+        "mfm_core/runner/assembly/experiment.py",
+        "return [k for k in keys if not _changeable(k) and before.get(k) != after.get(k)]",
+        "return []",
+        PROVENANCE_TESTS,
+    ),
+    Mutation(
+        "reliability: a resume may end before the run's step",
+        "mfm_core/runner/assembly/experiment.py",
+        "if isinstance(steps, int) and steps < step:",
+        "if isinstance(steps, int) and steps < step - 1:",
+        PROVENANCE_TESTS,
     ),
 )
 

@@ -27,7 +27,7 @@ import attrs
 import numpy as np
 
 from mfm_core.config import parse_override
-from mfm_core.errors import ConfigError
+from mfm_core.errors import ConfigError, StoppedError, Terminated
 from mfm_core.runner.assembly.validate import validate_config
 from mfm_core.runner.evaluation import plots, report
 from mfm_core.runner.evaluation.results import sample_keys
@@ -197,10 +197,19 @@ def _created(directory: Path) -> list[str]:
 
 
 def _run_all(directory: Path, progress: bool) -> Path:
+    """Run (or finish) every variant, then write the report. A stop (Ctrl-C, SIGTERM) says
+    how to continue the comparison, not only the variant it stopped in."""
+    resume = ["mfm", "compare", "--resume", str(directory)]
     with run_lock(directory):
         command, variants = _read_plan(directory)
-        for variant in variants:
-            _run_variant(directory, variant, progress)
+        try:
+            for variant in variants:
+                _run_variant(directory, variant, progress)
+        except StoppedError as exc:
+            raise exc.advising(resume) from None
+        except KeyboardInterrupt as exc:
+            name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+            raise StoppedError(f"stopped by {name}").advising(resume) from None
         write_comparison(directory, command, variants)
     return directory
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from mfm_core.config import Config, load_config, to_toml_dict
-from mfm_core.errors import ConfigError
+from mfm_core.errors import ConfigError, StoppedError
 from mfm_core.runner.assembly.loading import seeded_pipeline
 from mfm_core.runner.assembly.pipeline import Pipeline, resolve_device
 from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.evaluation import images, report
 from mfm_core.runner.evaluation.evaluate import evaluate, write_grid
 from mfm_core.runner.evaluation.results import write_results
+from mfm_core.runner.rundir.checkpoint import probe_writable
 from mfm_core.runner.rundir.layout import (
+    CHECKPOINTS,
     CONFIG_FILE,
     create_run_dir,
     existing_run_dir,
@@ -32,6 +34,7 @@ from mfm_core.runner.rundir.layout import (
     write_config,
 )
 from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.rundir.outcome import recorded_outcome
 from mfm_core.runner.training.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.training.loop import Trainer
 from mfm_core.runner.training.sizes import batch_sizes
@@ -80,9 +83,11 @@ def start_run(
             session = RunSession(
                 config=config, pipeline=pipeline, run_dir=run_dir, env=env, device=device
             )
+            trainer = Trainer(session)
             if env.is_main:
                 held.enter_context(run_log(run_dir))
-            trainer = _train(session, resume=False, progress=progress)
+                held.enter_context(_recorded(session, trainer))
+            _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
     return run_dir
@@ -102,17 +107,31 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
             remove_stale_temporaries(run_dir)
             held.enter_context(run_log(run_dir))
         with process_group(env, device):
-            trainer = _train(session, resume=True, progress=progress)
+            trainer = Trainer(session)
+            trainer.resume()  # a resume refused here leaves the recorded outcome as it was
+            if env.is_main:
+                held.enter_context(_recorded(session, trainer))
+            _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
     return run_dir
 
 
-def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
+@contextlib.contextmanager
+def _recorded(session: RunSession, trainer: Trainer) -> Iterator[None]:
+    """The session's outcome in the run directory (``outcome.json``); a stop by a signal
+    says how to continue the run. The checkpoints folder is checked to be writable first,
+    so a read-only one is found before training, not at the first checkpoint."""
+    with recorded_outcome(session.run_dir, lambda: trainer.step):
+        probe_writable(session.run_dir / CHECKPOINTS)
+        try:
+            yield
+        except StoppedError as exc:
+            raise exc.advising(["mfm-run", "--resume", str(session.run_dir)]) from None
+
+
+def _train(session: RunSession, trainer: Trainer, *, progress: bool) -> None:
     config, pipeline, run_dir, env = session.config, session.pipeline, session.run_dir, session.env
-    trainer = Trainer(session)
-    if resume:
-        trainer.resume()
     if env.is_main:
         # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
         # leaves the run directory as it was.
@@ -140,7 +159,6 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
             f"{'; coupled in the background' if record['background'] else ''}), over the "
             f"{record['steps']} steps of this session"
         )
-    return trainer
 
 
 def _grid_writer(session: RunSession, trainer: Trainer) -> Callable[[int], None] | None:

@@ -38,6 +38,22 @@ def test_resumed_run_rotates_its_own_older_checkpoints(fast_config, tmp_path):
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [10, 8]
 
 
+def test_after_a_resume_rotation_deletes_the_oldest_checkpoint_first(fast_config, tmp_path):
+    overrides = ["train.steps=4", "train.checkpoint_every=1", "train.keep_checkpoints=3"]
+    run_dir = start_run(fast_config, overrides, tmp_path, progress=False)
+    steps = [s for s, _ in list_checkpoints(run_dir / "checkpoints")]
+    assert steps == [4, 3, 2]
+    for end, kept in ((5, [5, 4, 3]), (6, [6, 5, 4])):  # one checkpoint per resume
+        resume_run(run_dir, [f"train.steps={end}"], progress=False)
+        assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == kept
+    # Resumed from an older checkpoint (the newer ones removed): the oldest goes first still.
+    for path in (run_dir / "checkpoints").iterdir():
+        if path.name > "step-00000004.pt":
+            path.unlink()
+    resume_run(run_dir, ["train.steps=5"], progress=False)
+    assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [5, 4]
+
+
 def test_stale_temporaries_are_removed_on_the_next_start(fast_config, tmp_path):
     run_dir = start_run(fast_config, ["train.steps=2"], tmp_path, progress=False)
     ours = [

@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -85,22 +84,49 @@ def test_a_locked_run_refuses_a_second_resume_and_is_left_as_it_was(fast_config,
     assert [r["step"] for r in read_log(run_dir)] == list(range(1, 9))
 
 
+# A real resume that, once it holds the run's lock, says so and waits for a line on stdin
+# before it trains: the test decides when the first resume goes on, not the machine's speed.
+PAUSED_RESUME = """
+import sys
+from pathlib import Path
+from mfm_core.runner import run
+
+real = run.remove_stale_temporaries  # called by resume_run just after it takes the lock
+
+def pause(run_dir):
+    print("locked", flush=True)
+    sys.stdin.readline()
+    return real(run_dir)
+
+run.remove_stale_temporaries = pause
+run.resume_run(Path(sys.argv[1]), sys.argv[2:], progress=False)
+"""
+
+
 def test_two_resumes_at_once_one_trains_one_is_refused(fast_config, tmp_path):
     run_dir = start_run(fast_config, ["train.steps=2"], tmp_path, progress=False)
-    command = [sys.executable, "-m", "mfm_core", "run", "--resume", str(run_dir),
-               "train.steps=3000", "train.checkpoint_every=1000", "--quiet"]  # fmt: skip
-    first = subprocess.Popen(command, env=subprocess_env(), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(read_log(run_dir)) < 5 and time.monotonic() < deadline:  # the first is training
-        time.sleep(0.05)
-    second = subprocess.run(command, env=subprocess_env(), capture_output=True, timeout=300)
-    first.terminate()  # SIGTERM: it saves and stops
-    first.communicate(timeout=120)
-    lines = second.stderr.decode().strip().splitlines()
-    assert second.returncode == 2 and "in use by another mfm process" in one_error_line(lines)
-    steps = [r["step"] for r in read_log(run_dir)]
-    assert steps == list(range(1, len(steps) + 1))
-    assert list_checkpoints(run_dir / "checkpoints")[0][0] == steps[-1]
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_RESUME, str(run_dir), "train.steps=6"],
+        env=subprocess_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+        command = [sys.executable, "-m", "mfm_core", "run", "--resume", str(run_dir),
+                   "train.steps=9", "--quiet"]  # fmt: skip
+        second = subprocess.run(command, env=subprocess_env(), capture_output=True, timeout=300)
+        lines = second.stderr.decode().strip().splitlines()
+        assert second.returncode == 2 and "in use by another mfm process" in one_error_line(lines)
+        after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+        assert after == before  # the refused one touched nothing
+        first.stdin.write("go\n")
+        first.stdin.flush()
+        assert first.wait(timeout=300) == 0
+    finally:
+        first.kill()
+        first.wait()
+    assert [r["step"] for r in read_log(run_dir)] == list(range(1, 7))
+    assert list_checkpoints(run_dir / "checkpoints")[0][0] == 6
 
 
 def test_resume_applies_changed_optimizer_settings(fast_config, tmp_path):

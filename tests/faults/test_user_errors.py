@@ -12,7 +12,6 @@ import torch
 from mfm_core.config import apply_overrides, parse_override
 from mfm_core.errors import ConfigError, SolverError
 from mfm_core.runner.evaluation.sampling import _sample_format
-from mfm_core.runner.run import start_run
 from mfm_core.solvers.adaptive import Dopri5Solver
 from tests.faults.helpers import one_error_line
 
@@ -106,11 +105,6 @@ def test_dopri5_failing_says_so_and_suggests_a_fixed_step_solver():
     field = lambda x, t: x * float("nan")  # noqa: E731
     with pytest.raises(SolverError, match="dopri5 failed .* fixed-step solver"):
         Dopri5Solver()(field, torch.ones(4, 2))
-
-
-@pytest.fixture
-def trained(fast_config, tmp_path):
-    return start_run(fast_config, ["train.steps=2"], tmp_path / "runs", progress=False)
 
 
 @pytest.mark.parametrize(

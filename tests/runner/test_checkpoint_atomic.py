@@ -38,7 +38,8 @@ WRITER = textwrap.dedent(
         time.sleep(600)
 
     torch.save = half_save
-    state = {"weights": torch.full((20000,), 2.0), "step": int(sys.argv[2])}
+    state = {"weights": torch.full((20000,), 2.0), "step": int(sys.argv[2]),
+             "elapsed": 0.0, "world_size": 1, "model": {}, "ranks": []}
     checkpoint.save_checkpoint(Path(sys.argv[1]), int(sys.argv[2]), state, keep=5, owned=[])
     """
 )
@@ -47,7 +48,8 @@ WRITER = textwrap.dedent(
 @pytest.mark.parametrize("step", [20, 10], ids=["next-step", "same-step"])
 def test_a_writer_killed_mid_checkpoint_leaves_the_previous_one(tmp_path: Path, step: int):
     directory = tmp_path / "checkpoints"
-    previous = {"weights": torch.full((20000,), 1.0), "step": 10}
+    previous = {"weights": torch.full((20000,), 1.0), "step": 10, "elapsed": 0.0,
+                "world_size": 1, "model": {}, "ranks": []}  # fmt: skip
     save_checkpoint(directory, 10, previous, keep=5, owned=[])
     before = (directory / "step-00000010.pt").read_bytes()
     writer = subprocess.Popen(

@@ -3,9 +3,11 @@ its own (``RUN/evals/NNNNN-eval/`` or ``--out``); the run's own results stay as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ from mfm_core.runner.rundir.layout import (
     METRICS_FILE,
     create_run_dir,
     remove_stale_temporaries,
+    remove_written,
     run_log,
 )
-from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.rundir.lock import LOCK_FILE, run_lock
+from mfm_core.runner.rundir.safepath import in_existing_folder
 from mfm_core.runner.training.sizes import batch_sizes
 
 logger = logging.getLogger(__name__)
@@ -45,27 +49,56 @@ def eval_run(run_dir: Path, overrides: list[str], out: Path | None = None) -> Ev
     ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``), into ``out`` (a new
     or empty folder) or the next ``run_dir/evals/NNNNN-eval``: metrics.json (with the
     evaluation's settings, the weights' step and kind, and the training figures), metrics.md,
-    the plots and samples.npz. Works on a run that stopped before its own evaluation too."""
+    the plots and samples.npz. Works on a run that stopped before its own evaluation too.
+    An evaluation that fails or is stopped removes what it wrote, and the folder it made."""
+    if out is not None:
+        out = in_existing_folder(out, "--out")
     run = load_run(run_dir, overrides)
     with run_lock(run_dir):
         remove_stale_temporaries(run_dir)
-        directory = _output_directory(run_dir, out)
-        return _evaluate_again(run_dir, directory, run, overrides)
+        with _output_directory(run_dir, out) as directory:
+            return _evaluate_again(run_dir, directory, run, overrides)
 
 
-def _output_directory(run_dir: Path, out: Path | None) -> Path:
-    if out is None:
-        return create_run_dir(run_dir / EVALS, "eval")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+@contextlib.contextmanager
+def _output_directory(run_dir: Path, out: Path | None) -> Iterator[Path]:
+    """The folder the evaluation writes, held for the ``with`` block: the next
+    ``evals/NNNNN-eval`` (made exclusively), or ``out`` (resolved already), made or claimed
+    exclusively: its lock is taken, then it must hold nothing else, so two evaluations into
+    one ``--out`` never mix. On failure what was written is removed (see ``remove_written``)."""
+    with contextlib.ExitStack() as held:
+        created = out is None
+        if out is None:
+            directory = create_run_dir(run_dir / EVALS, "eval")
+        else:
+            directory = out
+            try:
+                directory.mkdir()
+                created = True
+            except FileExistsError:
+                if not directory.is_dir():
+                    raise ConfigError(
+                        f"--out {str(out)!r} is a file; give a new or empty folder"
+                    ) from None
+            _check_empty(directory)
+            held.enter_context(run_lock(directory))
+            _check_empty(directory)  # again, holding the lock: no one else writes there
+        try:
+            yield directory
+        except BaseException:
+            held.close()  # the lock file is one of those removed: release it first
+            remove_written(directory, remove_folder=created)
+            raise
+        if out is not None:
+            (directory / LOCK_FILE).unlink(missing_ok=True)
+
+
+def _check_empty(directory: Path) -> None:
+    if any(p.name != LOCK_FILE for p in directory.iterdir()):
         raise ConfigError(
-            f"--out {str(out)!r} exists and is not an empty folder; give a new folder "
-            "(an evaluation never writes over other files)"
+            f"--out {str(directory)!r} is not an empty folder; give a new folder (an "
+            "evaluation never writes over other files)"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {str(out)!r}: cannot make the folder ({exc.strerror})") from None
-    return out
 
 
 def _training_figures(run_dir: Path, run: Trained) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,14 @@ def next_steps(run_dir: Path, pictures: Sequence[Path]) -> str:
     lines = []
     if pictures:
         lines.append(f"pictures: {', '.join(str(p) for p in pictures)}")
+    # Quoted for the shell: a path holding `$(...)` or spaces is pasted as one argument.
+    run, config = shlex.quote(str(run_dir)), shlex.quote(str(run_dir / "config.toml"))
     lines += [
         "next:",
-        f"  mfm sample {run_dir} --num 10000 --out samples.npz   # draw more samples",
-        f"  mfm eval {run_dir} eval.num_samples=5000             # evaluate again "
+        f"  mfm sample {run} --num 10000 --out samples.npz   # draw more samples",
+        f"  mfm eval {run} eval.num_samples=5000             # evaluate again "
         f"(into {run_dir / 'evals'})",
-        f"  mfm compare {run_dir / 'config.toml'} coupler.name=independent,exact"
+        f"  mfm compare {config} coupler.name=independent,exact"
         "   # the same job with other couplings",
     ]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from mfm_core.runner.assembly.loading import load_run
 from mfm_core.runner.assembly.pipeline import resolve_device
 from mfm_core.runner.evaluation import images
 from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.rundir.safepath import in_existing_folder
 from mfm_core.runner.training.objective import autocast_dtype, is_conditional, model_field
 
 MAX_SAMPLES = 10_000_000  # `mfm sample --num`: beyond this the noise alone outgrows memory
@@ -119,10 +120,12 @@ def sample_run(
         raise ConfigError(f"--seed must be in 0..2**63-1, got {seed}")
     if guidance is not None and not math.isfinite(guidance):
         raise ConfigError(f"--guidance must be a finite number, got {guidance}")
+    resolved = in_existing_folder(out, "--out")
     run = load_run(run_dir, overrides)
     config, pipeline, model = run.config, run.pipeline, run.model
     image = images.is_image_shape(tuple(pipeline.target.shape))
     fmt = _sample_format(out, fmt, image)
+    out = resolved  # messages quote the path as given; files go where it resolves
     device = resolve_device(config.train.device)
     generator = torch.Generator().manual_seed(seed)
     noise = pipeline.source.sample(num, generator)
@@ -144,7 +147,7 @@ def sample_run(
         return Sampled(path=out, nfe=result.nfe)
     path = out if fmt == "png" or out.suffix == ".npz" else out / "samples.npz"
     if fmt == "png":
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)
     pixels, nfes = [], []
     for start in range(0, num, batch):
         some = None if labels is None else labels[start : start + batch]

@@ -18,6 +18,7 @@ from mfm_core.errors import ConfigError
 from mfm_core.registry import get_registry
 from mfm_core.runner.assembly.pipeline import build_dataset
 from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.rundir.safepath import in_existing_folder
 from mfm_core.runner.training.data import is_indexed
 from mfm_core.schema import converter
 
@@ -83,6 +84,9 @@ def fid_statistics(
         raise ConfigError(f"--batch must be positive, got {batch}")
     if num is not None and num < 2:
         raise ConfigError(f"--num must be at least 2, got {num}")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be in 0..2**63-1, got {seed}")
+    out = in_existing_folder(out, "--out")
     config = load_config(config_path, overrides)
     registry = get_registry()
     target = build_dataset(registry, config.data.target, "$.data.target", config.data.root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -19,8 +20,9 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then
     rename it over ``path``: readers see the old file or the new one, never half of one.
     The file gets the permissions of any new file (``0o666`` less the umask), not the
-    owner-only ones of a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    owner-only ones of a temporary file. The folder is made if missing, its parent must
+    exist (so a mistyped path creates no chain of folders)."""
+    path.parent.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     handle = None
     try:
@@ -72,6 +74,23 @@ def _umask() -> int:
     return mask
 
 
+def probe_writable(directory: Path) -> None:
+    """Make ``directory`` if missing and write and remove a file in it: a folder where
+    checkpoints cannot be written is an error before training, not at the first checkpoint."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"{exc.strerror}: checkpoints cannot be written there; make it writable, then run "
+            "again",
+            str(directory),
+        ) from None
+
+
 def checkpoint_path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:08d}.pt"
 
@@ -102,17 +121,43 @@ def save_checkpoint(
     return path
 
 
+REQUIRED = {"step": int, "elapsed": float, "world_size": int, "model": dict, "ranks": list}
+"""What every checkpoint mfm writes holds (``Trainer.state``), with the type of each."""
+
+
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
-    """Load one checkpoint (tensors and plain data only: no code is unpickled). With
-    ``mmap`` the tensors' data are mapped, not read: a cheap check that the file loads."""
+    """Load one checkpoint (tensors and plain data only: no code is unpickled) and check
+    that it is one mfm wrote (:data:`REQUIRED`). With ``mmap`` the tensors' data are mapped,
+    not read: a cheap check that the file loads."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
-    except Exception as exc:
+    except pickle.UnpicklingError:
+        # torch's message advises loading the file without the safe loader: never for a
+        # file that holds code.
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is unreadable or corrupted ({type(exc).__name__}: {exc})"
+            f"checkpoint {str(path)!r} holds objects other than tensors and plain data, which "
+            "mfm never writes; it was not loaded"
         ) from None
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is unreadable or corrupted ({type(exc).__name__}: {reason})"
+        ) from None
+    missing = [
+        f"{key} ({kind.__name__})"
+        for key, kind in REQUIRED.items()
+        if not isinstance(state, dict)
+        or not isinstance(state.get(key), kind)
+        or isinstance(state.get(key), bool)
+    ]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not one this mfm wrote (or can resume): it lacks "
+            f"{', '.join(missing)}"
+        )
+    return state
 
 
 def newest_loadable(directory: Path) -> tuple[Path, list[str]]:

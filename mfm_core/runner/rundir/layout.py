@@ -15,6 +15,9 @@ import tomli_w
 
 from mfm_core.errors import CheckpointError, ConfigError
 from mfm_core.runner.rundir.checkpoint import atomic_write
+from mfm_core.runner.rundir.lock import LOCK_FILE
+
+logger = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^(\d+)-")
 # The temporary files of ``atomic_write`` (``.NAME.XXXXXXXX.tmp``) for the files a run writes.
@@ -32,10 +35,11 @@ CHECKPOINTS = "checkpoints"
 
 
 def create_run_dir(root: Path, name: str) -> Path:
-    """Make the next numbered directory under ``root``: one more than the highest number of
-    any ``N-...`` name there. ``mkdir`` is exclusive, so concurrent starts never share one."""
+    """Make the next numbered directory under ``root`` (made if missing; its parent must
+    exist): one more than the highest number of any ``N-...`` name there. ``mkdir`` is
+    exclusive, so concurrent starts never share one."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"--runs {str(root)!r}: cannot make the directory ({exc.strerror})"
@@ -75,6 +79,21 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
+def remove_written(folder: Path, *, remove_folder: bool) -> None:
+    """Delete from ``folder`` the files a run or an evaluation writes, their temporaries and
+    its lock file, then (``remove_folder``) ``folder`` itself if nothing else is left in it:
+    what a stopped evaluation leaves (any file it did not write stays, and so does the
+    folder)."""
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        name = match["name"] if match else path.name
+        if path.is_file() and (_WRITTEN.match(name) or path.name == LOCK_FILE):
+            path.unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):  # not empty: something else is in it
+            folder.rmdir()
+
+
 def write_config(run_dir: Path, data: dict[str, Any]) -> None:
     text = tomli_w.dumps(data).encode()
     atomic_write(run_dir / CONFIG_FILE, lambda handle: handle.write(text))
@@ -97,23 +116,43 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text))
 
 
-def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-step training log; a torn last line (a crash mid-write) is ignored."""
+def read_log(run_dir: Path, problems: list[int] | None = None) -> list[dict[str, Any]]:
+    """The per-step training log: every line that is a JSON object with an integer ``step``.
+    Other lines are left out, and their numbers added to ``problems``, except a torn last line
+    (a crash mid-write), which is expected."""
     path = run_dir / LOG_FILE
     if not path.exists():
         return []
+    lines = path.read_bytes().decode(errors="replace").splitlines()
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break
+            record = None
+            if number == len(lines):
+                continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            if problems is not None:
+                problems.append(number)
+            continue
+        records.append(record)
     return records
 
 
 def truncate_log(run_dir: Path, step: int) -> None:
-    """Keep the log entries up to ``step``: a run resumed from there writes the rest again."""
-    kept = [r for r in read_log(run_dir) if r["step"] <= step]
+    """Keep the log entries up to ``step``: a run resumed from there writes the rest again.
+    Lines that are not log records (torn or edited) are left out with a warning; every
+    record after them is kept."""
+    problems: list[int] = []
+    kept = [r for r in read_log(run_dir, problems) if r["step"] <= step]
+    if problems:
+        shown = ", ".join(str(n) for n in problems[:10]) + (", ..." if len(problems) > 10 else "")
+        logger.warning(
+            f"warning: {run_dir / LOG_FILE}: line(s) {shown} are not log records (torn or "
+            "edited by hand); they are left out, and the records around them kept"
+        )
     text = "".join(json.dumps(r) + "\n" for r in kept).encode()
     atomic_write(run_dir / LOG_FILE, lambda handle: handle.write(text))
 

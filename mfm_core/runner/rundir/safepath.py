@@ -1,4 +1,5 @@
-"""Directory names made from user text (swept values, plan files) that stay where they belong."""
+"""Paths made from user text that stay where they belong: directory names from swept values and
+plan files, and the paths of command-line options, resolved before anything is written."""
 
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def child(parent: Path, name: str) -> Path:
             "of letters, digits and ._=+- (no path separators, not '.' or '..', no links out)"
         )
     return path
+
+
+def in_existing_folder(path: Path, option: str) -> Path:
+    """``path`` resolved (``..`` and links), when its folder exists: an option never creates
+    folders along a mistyped path (``--out /nonexistent/x``). A ConfigError otherwise."""
+    resolved = path.expanduser().resolve()
+    if not resolved.parent.is_dir():
+        raise ConfigError(
+            f"{option} {str(path)!r}: the folder {str(resolved.parent)!r} does not exist; make "
+            "it first (mfm creates only the last part of the path)"
+        )
+    return resolved

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mfm_core.errors import ConfigError
+from mfm_core.errors import ConfigError, MfmError
 
 
 @attrs.frozen(kw_only=True)
@@ -121,9 +121,30 @@ def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
     dist.init_process_group(backend=backend)
     # Host-side flags (a stop request) go over gloo; on gloo that is the default group.
     _HOST_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
-    yield
+    try:
+        yield
+    except RuntimeError as exc:
+        if not peer_lost(exc):
+            raise
+        raise MfmError(
+            f"another process of this run stopped, so this one cannot go on ({_first_line(exc)}); "
+            "its own error is reported above or by torchrun. Resume the run once it is fixed"
+        ) from None
     _HOST_GROUP = None
     dist.destroy_process_group()
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process went away (it died,
+    or stopped on an error of its own): not a bug of this process."""
+    text = str(exc).lower()
+    signs = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out")
+    return isinstance(exc, dist.DistError) or any(sign in text for sign in signs)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 TRAIN_STREAM = 0  # each process's generator of noise, coupling shuffles (and toy data)

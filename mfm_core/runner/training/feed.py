@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import torch
 
+from mfm_core.adapters import blame, ended_process
 from mfm_core.errors import ConfigError, MfmError
 from mfm_core.protocols import Coupler, Dataset
 from mfm_core.runner.training.data import IndexedStream, SampledStream
@@ -80,7 +81,7 @@ class _SideStream:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def run(self, work: Any) -> tuple[Pairs, Any]:
+    def run(self, work: Any) -> tuple[Any, Any]:
         if self.stream is None:
             return work(), None
         torch.cuda.set_device(self.device)  # a new thread starts on device 0
@@ -90,7 +91,7 @@ class _SideStream:
             event.record(self.stream)
         return pairs, event
 
-    def hand_over(self, pairs: Pairs, event: Any) -> Pairs:
+    def hand_over(self, pairs: tuple[Any, ...], event: Any) -> tuple[Any, ...]:
         if event is None:
             return pairs
         current = torch.cuda.current_stream(self.device)
@@ -133,11 +134,15 @@ class PairFeed:
         self.times = CouplingTimes()
         self._pairs: Pairs | None = None
         # The batch coupled ahead: a Future while the background thread works on it.
-        self._ahead: Pairs | Future[tuple[Pairs, Any]] | None = None
+        self._ahead: Pairs | Future[Any] | None = None
         # The generator's and stream's states from before the batch coupled ahead.
         self._before_ahead: tuple[torch.Tensor, dict[str, Any]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._side = _SideStream(device)
+        self._checks: list[torch.Tensor] = []  # see take_intact
+        self._failed: tuple[torch.Tensor, dict[str, Any]] | None = (
+            None  # see rewind_failed_coupling
+        )
 
     def start(self) -> None:
         """Start the data loader from this (the main) thread, then the coupling thread: loader
@@ -147,16 +152,31 @@ class PairFeed:
         if self.overlap and self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="mfm-coupling")
 
-    def couple(self) -> Pairs:
+    def couple(self) -> tuple[Pairs, torch.Tensor]:
         """Draw ``coupling`` noise and data samples and couple them (in the background thread
-        with overlap: only ``generator`` and the data stream are used here)."""
+        with overlap: only ``generator`` and the data stream are used here); with the pairs,
+        whether the coupler left its inputs unchanged (a boolean on the device)."""
         started = time.perf_counter()
+        before = (self.generator.get_state(), self.stream.state())
         count = self.sizes.coupling
         x0 = self.source.sample(count, self.generator).to(self.device, non_blocking=True)
         x1, labels = self.stream.next()
         x1 = x1.to(self.device, non_blocking=True)
         cond = labels.to(self.device) if self.conditional and labels is not None else None
-        x0, x1, cond = self.coupler(x0, x1, cond).pairs(x0, x1, cond)
+        # The coupler gets copies (a copy on the device costs little beside a step): one that
+        # writes into its inputs cannot corrupt the pairs, and is caught by comparing the
+        # copies with the originals on the device, read with the losses (no synchronisation).
+        given = tuple(None if t is None else t.clone() for t in (x0, x1, cond))
+        try:
+            coupling = self.coupler(*given)
+        except BaseException as exc:
+            self._failed = before
+            if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            # Ctrl-C is deferred while training: a KeyboardInterrupt here is the coupler's
+            raise blame(self.coupler, ended_process(exc)) from None
+        intact = _unchanged(given, (x0, x1, cond))
+        x0, x1, cond = coupling.pairs(x0, x1, cond)
         if len(x0) != count:
             raise MfmError(
                 f"coupler '{type(self.coupler).__name__}' returned {len(x0)} pairs for {count} "
@@ -170,13 +190,41 @@ class PairFeed:
             cond = None if cond is None else cond[order]
         self.times.coupling += time.perf_counter() - started
         self.times.batches += 1
-        return x0, x1, cond
+        return (x0, x1, cond), intact
+
+    def rewind_failed_coupling(self) -> bool:
+        """After the coupler failed in this thread, go back to before that coupling's draws
+        (the pairs in hand were used up, since it was needed), so that :meth:`state_dict`
+        is where the feed stood; false (nothing changed) if it did not fail or coupling runs
+        in the background."""
+        if self._failed is None or self.overlap:
+            return False
+        generator, stream = self._failed
+        self.generator.set_state(generator)
+        self.stream.load_state(stream)
+        self._pairs = self._ahead = self._failed = None
+        return True
+
+    def take_intact(self) -> torch.Tensor | None:
+        """Whether the coupler left its inputs unchanged in every coupling handed out since
+        the last call (a boolean on the device), or ``None`` when there was none."""
+        checks, self._checks = self._checks, []
+        return torch.stack(checks).all() if checks else None
+
+    def changed_inputs_error(self) -> MfmError:
+        return blame(
+            self.coupler,
+            "changed its inputs (x0, x1 or cond) in place; a coupler must only read them (the "
+            "run stopped: its pairs were coupled from changed samples)",
+        )
 
     def _take_ahead(self) -> Pairs | None:
         ahead, self._ahead = self._ahead, None
         if isinstance(ahead, Future):
-            pairs, event = ahead.result()
-            return self._side.hand_over(pairs, event)
+            (pairs, intact), event = ahead.result()
+            *pairs, intact = self._side.hand_over((*pairs, intact), event)
+            self._checks.append(intact)
+            return tuple(pairs)
         return ahead
 
     def micro_batch(self, needed: int = 1) -> Pairs:
@@ -185,7 +233,10 @@ class PairFeed:
         if self._pairs is None:
             waiting = time.perf_counter()
             ahead = self._take_ahead()
-            self._pairs = ahead if ahead is not None else self.couple()
+            if ahead is None:
+                ahead, intact = self.couple()
+                self._checks.append(intact)
+            self._pairs = ahead
             self.times.waited += time.perf_counter() - waiting
         x0, x1, cond = self._pairs
         m = self.sizes.micro
@@ -248,6 +299,16 @@ class PairFeed:
                 self._pool.shutdown(wait=True)
                 self._pool = None
             self.stream.close()
+
+
+def _unchanged(copies: tuple[Any, ...], originals: tuple[Any, ...]) -> torch.Tensor:
+    """Whether ``copies`` still equal ``originals`` (NaN equal to NaN), on the device."""
+    same = [
+        (c == o) | (c.isnan() & o.isnan()) if c.is_floating_point() else c == o
+        for c, o in zip(copies, originals, strict=True)
+        if c is not None
+    ]
+    return torch.stack([s.all() for s in same]).all()
 
 
 def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -14,7 +14,9 @@ import attrs
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mfm_core.errors import CheckpointError, MfmError
+from mfm_core.config import to_toml_dict
+from mfm_core.errors import CheckpointError, DivergedError, StoppedError
+from mfm_core.runner.assembly.experiment import check_resumable
 from mfm_core.runner.assembly.loading import load_weights
 from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.rundir.checkpoint import (
@@ -42,7 +44,7 @@ from mfm_core.runner.training.objective import (
     regression_loss,
 )
 from mfm_core.runner.training.progress import progress as progress_bar
-from mfm_core.runner.training.schedules import lr_factor
+from mfm_core.runner.training.schedules import apply_settings, lr_factor
 from mfm_core.runner.training.signals import stop_requests
 from mfm_core.runner.training.sizes import batch_sizes
 
@@ -124,6 +126,7 @@ class Trainer:
         self.session_seconds = 0.0
         self.session_times = CouplingTimes()
         self.owned: list[Any] = []  # checkpoints this run wrote or loaded, oldest first
+        self.micro_index = 0  # the micro-batch of the step being trained
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -174,6 +177,7 @@ class Trainer:
 
         # Accumulate gradients (DDP averages them over processes at the last backward only).
         for index in range(accum):
+            self.micro_index = index
             with gradient_sync(self.ddp, index == accum - 1):
                 loss = self.micro_loss(needed=left - index)
                 (loss / accum).backward()
@@ -213,8 +217,12 @@ class Trainer:
             with log, stop_requests() as stop:
                 while self.step < config.steps and not stopping:
                     lr = self.optimizer.param_groups[0]["lr"]
-                    loss = self.train_step()
-                    self.losses.watch(self.step, loss)
+                    try:
+                        loss = self.train_step()
+                    except Exception:
+                        self._save_before_failed_step(log if main else None, bar)
+                        raise
+                    self.losses.watch(self.step, loss, self.feed.take_intact())
                     if self.step % config.log_every == 0:
                         seconds = round(time.perf_counter() - start, 4)
                         record = {"step": self.step, "loss": None, "lr": lr, "time": seconds}
@@ -246,10 +254,15 @@ class Trainer:
             path = self.save()
             where = f"saved {path}" if path else "saved by the main process"
             cause = f"signal {stop[0]}" if stop else "a signal to another process"
-            raise MfmError(
-                f"stopped by {cause} at step {self.step}; {where}. "
-                f"Continue with: mfm-run --resume {self.run_dir}"
-            )
+            raise StoppedError(f"stopped by {cause} at step {self.step}; {where}")
+
+    def _save_before_failed_step(self, log: Any, bar: Any) -> None:
+        """The coupler failed before the step used any pairs, on one process: save the last
+        step, its feed taken back to before that coupling (an exact checkpoint)."""
+        if self.micro_index or self.dist.active or not self.feed.rewind_failed_coupling():
+            return
+        self._flush(log, bar)
+        logger.info(f"saved {self.save()} (step {self.step}) before the coupler failed")
 
     def _flush(self, log: Any, bar: Any) -> None:
         """Write the pending log lines; raise if a loss was not finite."""
@@ -257,6 +270,8 @@ class Trainer:
         last = self.losses.last
         if log is not None and last is not None:
             bar.set_postfix(loss=f"{last['loss']:.4f} (step {last['step']})", refresh=False)
+        if self.losses.changed_seen:
+            raise self.feed.changed_inputs_error()
         if first_bad is not None:
             self.check_finite()
 
@@ -265,7 +280,7 @@ class Trainer:
         a diverged run stops with its last good checkpoint kept, and never saves NaN."""
         first_bad = int(self.losses.first_bad)
         if first_bad >= 0:
-            raise MfmError(
+            raise DivergedError(
                 f"training diverged: the loss at step {first_bad} is not finite; lower "
                 f"train.lr (now {self.config.lr:g}) or set train.grad_clip. The checkpoints "
                 f"in {self.run_dir / CHECKPOINTS} are from before step {first_bad}"
@@ -273,7 +288,7 @@ class Trainer:
         modules = [self.model] + ([self.ema.averaged] if self.ema is not None else [])
         tensors = [t for m in modules for t in m.state_dict().values() if t.is_floating_point()]
         if tensors and not torch.stack([torch.isfinite(t).all() for t in tensors]).all():
-            raise MfmError(
+            raise DivergedError(
                 f"training diverged: the weights after step {self.step} are not finite; lower "
                 f"train.lr (now {self.config.lr:g}) or set train.grad_clip. Nothing was saved "
                 f"for step {self.step}"
@@ -301,6 +316,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "world_size": self.dist.world_size,
+            "config": to_toml_dict(self.session.config),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -324,11 +340,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore this process's part of a checkpoint ``state``."""
-        if "ranks" not in state:
-            raise CheckpointError(
-                f"the checkpoints of {self.run_dir} were written by an earlier mfm that kept no "
-                "per-process state; they cannot be resumed exactly: start a new run"
-            )
+        check_resumable(state, to_toml_dict(self.session.config), self.run_dir)
         if state["world_size"] != self.dist.world_size:
             raise CheckpointError(
                 f"the checkpoints of {self.run_dir} were written by {state['world_size']} "
@@ -362,21 +374,7 @@ class Trainer:
             torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
-        self._apply_optimizer_settings()
-
-    def _apply_optimizer_settings(self) -> None:
-        """Set the config's ``lr`` and ``weight_decay`` over what a loaded optimizer and
-        scheduler state hold, so a resume with changed settings trains with them (the
-        schedule's shape already comes from the config); the current learning rate is that
-        of the schedule at this step."""
-        train = self.config
-        self.scheduler.base_lrs = [train.lr] * len(self.optimizer.param_groups)
-        factor = lr_factor(train, self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = train.lr
-            group["lr"] = train.lr * factor
-            group["weight_decay"] = train.weight_decay
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        apply_settings(self.config, self.optimizer, self.scheduler)
 
     def resume(self) -> None:
         """Continue from the newest usable checkpoint. The main process picks it and tells

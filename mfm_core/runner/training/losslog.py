@@ -22,14 +22,20 @@ class LossLog:
     def __init__(self, device: torch.device, dist: Distributed) -> None:
         self.dist = dist
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.changed = torch.zeros((), dtype=torch.bool, device=device)
+        self.changed_seen = False
+        """Whether a coupler changed its inputs, on any process, as of the last flush."""
         self._pending: list[tuple[dict[str, Any], torch.Tensor]] = []
         self.last: dict[str, Any] | None = None
         """The newest record written, with its loss."""
 
-    def watch(self, step: int, loss: torch.Tensor) -> None:
-        """Note ``step`` as the first non-finite one if its loss is not and none was before."""
+    def watch(self, step: int, loss: torch.Tensor, intact: torch.Tensor | None = None) -> None:
+        """Note ``step`` as the first non-finite one if its loss is not and none was before;
+        ``intact``: whether the step's pairs were coupled from unchanged samples."""
         bad = (self.first_bad < 0) & ~torch.isfinite(loss)
         self.first_bad = torch.where(bad, step, self.first_bad)
+        if intact is not None:
+            self.changed = self.changed | ~intact
 
     def add(self, record: dict[str, Any], loss: torch.Tensor) -> None:
         """A log line whose ``loss`` is filled in at the next flush."""
@@ -39,14 +45,15 @@ class LossLog:
         """Read the pending losses and the first non-finite step in one transfer; write the
         lines of the steps before that step to ``log``. Returns the first non-finite step,
         or ``None``. Every process must call it at the same point (the mean is a collective)."""
-        packed = self.first_bad.double()[None]  # the losses, then the first non-finite step
         pending, self._pending = self._pending, []
-        if pending:
-            losses = torch.stack([loss for _, loss in pending])
-            packed = torch.cat([self.dist.mean(losses).double(), packed])
+        # The losses and the changed-inputs flag, averaged over processes (a flag above zero:
+        # some process saw it), then this process's first non-finite step: one transfer.
+        averaged = torch.stack([loss for _, loss in pending] + [self.changed.float()])
+        packed = torch.cat([self.dist.mean(averaged).double(), self.first_bad.double()[None]])
         values = packed.tolist()
         first_bad = int(values[-1])
-        for (record, _), value in zip(pending, values[:-1], strict=True):
+        self.changed_seen = values[-2] > 0
+        for (record, _), value in zip(pending, values[:-2], strict=True):
             if 0 <= first_bad <= record["step"]:
                 break
             record["loss"] = value

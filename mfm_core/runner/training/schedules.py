@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from mfm_core.config import TrainConfig
 
@@ -34,3 +35,17 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     if config.lr_schedule == "polynomial":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def apply_settings(config: TrainConfig, optimizer: Any, scheduler: Any) -> None:
+    """Set the config's ``lr`` and ``weight_decay`` over what a loaded optimizer and
+    scheduler state hold, so a resume with changed settings trains with them (the
+    schedule's shape already comes from the config); the current learning rate is that
+    of the schedule at this step."""
+    scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
+    factor = lr_factor(config, scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
+        group["lr"] = config.lr * factor
+        group["weight_decay"] = config.weight_decay
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import numpy as np
 import pytest
@@ -197,3 +198,30 @@ def test_an_early_stop_still_reports_the_true_error(max_iter) -> None:
     assert result.iterations == max_iter and not result.converged
     assert torch.isfinite(result.plan).all()
     assert rows + cols == pytest.approx(result.error, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("reg", "shape", "budget"),
+    [
+        (1e-2, (64, 64), 500),
+        (3e-3, (64, 64), 2000),
+        (1e-3, (64, 64), 3700),
+        (1e-3, (128, 96), 3700),
+        (3e-4, (128, 96), 8700),
+    ],
+)
+def test_small_reg_converges_within_pinned_iterations_without_pot(
+    monkeypatch, reg, shape, budget
+) -> None:
+    """With POT absent (nothing to compare with), the plan itself is checked: its marginals,
+    recomputed here, within ``tol`` and as reported; its epsilon; and the iterations within
+    about 1.3 times those measured, so that a slower (but still converging) solver, e.g.
+    without epsilon scaling or over-relaxation, is noticed."""
+    monkeypatch.setitem(sys.modules, "ot", None)  # `import ot` fails, as without POT
+    costs = costs_between(*shape, seed=2)
+    result = sinkhorn_plan(costs, reg, tol=1e-4, max_iter=20_000)
+    rows, cols = marginal_errors(result.plan)
+    assert result.converged and rows + cols < 1e-4
+    assert rows + cols == pytest.approx(result.error, rel=1e-2)
+    assert result.iterations <= budget
+    assert result.epsilon == pytest.approx(reg * costs.double().mean().item(), rel=1e-6)
