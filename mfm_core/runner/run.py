@@ -16,6 +16,7 @@ import torch
 
 from mfm_core.config import Config, load_config, to_toml_dict
 from mfm_core.errors import ConfigError
+from mfm_core.registry import get_registry
 from mfm_core.runner.assembly.loading import seeded_pipeline
 from mfm_core.runner.assembly.pipeline import Pipeline, resolve_device
 from mfm_core.runner.assembly.session import RunSession
@@ -32,6 +33,7 @@ from mfm_core.runner.rundir.layout import (
     write_config,
 )
 from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.tracking import Trackers
 from mfm_core.runner.training.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.training.loop import Trainer
 from mfm_core.runner.training.sizes import batch_sizes
@@ -83,6 +85,7 @@ def start_run(
             if env.is_main:
                 held.enter_context(run_log(run_dir))
             trainer = _train(session, resume=False, progress=progress)
+            held.callback(trainer.trackers.close)
         if env.is_main:
             _finish(session, trainer)
     return run_dir
@@ -103,6 +106,7 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
             held.enter_context(run_log(run_dir))
         with process_group(env, device):
             trainer = _train(session, resume=True, progress=progress)
+            held.callback(trainer.trackers.close)
         if env.is_main:
             _finish(session, trainer)
     return run_dir
@@ -117,6 +121,9 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
         # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
         # leaves the run directory as it was.
         write_config(run_dir, to_toml_dict(config))
+        trainer.trackers = Trackers.open(
+            config.train.trackers, get_registry(), run_dir, start_step=trainer.step
+        )
         parameters = sum(p.numel() for p in trainer.model.parameters())
         processes = f" x {env.world_size} processes" if env.active else ""
         sizes = trainer.sizes
@@ -130,7 +137,11 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
             f"micro-batches of {sizes.micro}, coupled {coupled} at a time"
             f"{', coupling in the background' if trainer.feed.overlap else ''})"
         )
-    trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
+    try:
+        trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
+    except BaseException:
+        trainer.trackers.close()
+        raise
     record = trainer.coupling_record()
     if env.is_main and record is not None:
         share = 100 * record["waited_ms"] / record["step_ms"] if record["step_ms"] else 0.0
@@ -154,6 +165,7 @@ def _grid_writer(session: RunSession, trainer: Trainer) -> Callable[[int], None]
         if step % every == 0:
             path = trainer.run_dir / GRIDS / f"step-{step:08d}.png"
             write_grid(path, pipeline, trainer.eval_model, config, trainer.device)
+            trainer.trackers.picture(step, GRIDS, path)
 
     return write
 
@@ -176,4 +188,5 @@ def _finish(session: RunSession, trainer: Trainer) -> None:
     loss = report.training_loss(read_log(session.run_dir))
     if loss is not None:
         metrics["train"]["loss"] = loss
-    write_results(session.run_dir, config, metrics, samples)
+    pictures = write_results(session.run_dir, config, metrics, samples)
+    trainer.trackers.evaluation(trainer.step, metrics, pictures)

@@ -12,7 +12,7 @@ import torch
 
 from mfm_core.config import Component, Config, ConfigProblems, load_config
 from mfm_core.errors import ConfigError
-from mfm_core.protocols import Coupler, Dataset, Metric, ProbPath, Solver
+from mfm_core.protocols import TRACKER_PROVIDED, Coupler, Dataset, Metric, ProbPath, Solver
 from mfm_core.registry import MissingService, Registry, get_registry
 from mfm_core.schema import converter
 
@@ -180,6 +180,17 @@ def build_pipeline(
             for index, spec in enumerate(config.eval.solvers if "eval" not in skip else ())
         ],
     }
+    # Trackers are built by the run, which has the run directory; their tables are checked now.
+    for index, spec in enumerate(config.train.trackers if "train" not in skip else ()):
+        problems.build(
+            lambda s=spec, i=index: registry.check(
+                "tracker",
+                s.name,
+                s.params,
+                path=f"$.train.trackers[{i}]",
+                provided=TRACKER_PROVIDED,
+            )
+        )
     if problems.messages:
         raise ConfigError("\n".join(problems.messages))
     return Pipeline(source=source, target=target, model=model, metrics=metrics, **built)
