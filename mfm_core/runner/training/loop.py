@@ -43,7 +43,7 @@ from mfm_core.runner.training.objective import (
     regression_loss,
 )
 from mfm_core.runner.training.progress import progress as progress_bar
-from mfm_core.runner.training.schedules import lr_factor
+from mfm_core.runner.training.schedules import apply_optimizer_settings, lr_factor
 from mfm_core.runner.training.signals import stop_requests
 from mfm_core.runner.training.sizes import batch_sizes
 
@@ -363,21 +363,7 @@ class Trainer:
             torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
-        self._apply_optimizer_settings()
-
-    def _apply_optimizer_settings(self) -> None:
-        """Set the config's ``lr`` and ``weight_decay`` over what a loaded optimizer and
-        scheduler state hold, so a resume with changed settings trains with them (the
-        schedule's shape already comes from the config); the current learning rate is that
-        of the schedule at this step."""
-        train = self.config
-        self.scheduler.base_lrs = [train.lr] * len(self.optimizer.param_groups)
-        factor = lr_factor(train, self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = train.lr
-            group["lr"] = train.lr * factor
-            group["weight_decay"] = train.weight_decay
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        apply_optimizer_settings(self.optimizer, self.scheduler, self.config)
 
     def resume(self) -> None:
         """Continue from the newest usable checkpoint. The main process picks it and tells

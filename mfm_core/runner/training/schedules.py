@@ -1,8 +1,11 @@
-"""The schedules of training: the learning rate and the EMA decay, as functions of the step."""
+"""The schedules of training: the learning rate and the EMA decay, as functions of the step,
+and the settings a resumed optimizer takes from the config."""
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 from mfm_core.config import TrainConfig
 
@@ -34,3 +37,21 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     if config.lr_schedule == "polynomial":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def apply_optimizer_settings(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+) -> None:
+    """Set the config's ``lr`` and ``weight_decay`` over what a loaded optimizer and scheduler
+    state hold, so a resume with changed settings trains with them (the schedule's shape
+    already comes from the config); the current learning rate is that of the schedule at this
+    step."""
+    scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
+    factor = lr_factor(config, scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
+        group["lr"] = config.lr * factor
+        group["weight_decay"] = config.weight_decay
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
