@@ -24,6 +24,7 @@ from mfm_core.protocols import (
     ProbPath,
     Solver,
     SolveResult,
+    Tracker,
     VectorFieldNet,
 )
 from mfm_core.registry import Registry, create, get_registry
@@ -54,6 +55,7 @@ __all__ = [
     "Samples",
     "Solver",
     "SolveResult",
+    "Tracker",
     "VectorFieldNet",
     "check_coupler",
     "cost_matrix",
