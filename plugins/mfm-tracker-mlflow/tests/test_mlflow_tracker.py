@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+pytest.importorskip("mfm_tracker_mlflow", reason="pip install -e ./plugins/mfm-tracker-mlflow")
 pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
