@@ -33,6 +33,7 @@ from mfm_core.runner.rundir.layout import (
     write_config,
 )
 from mfm_core.runner.rundir.lock import run_lock
+from mfm_core.runner.rundir.provenance import finish_session, session_record, start_session
 from mfm_core.runner.tracking import Trackers
 from mfm_core.runner.training.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.training.loop import Trainer
@@ -121,6 +122,7 @@ def _train(session: RunSession, *, resume: bool, progress: bool) -> Trainer:
         # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
         # leaves the run directory as it was.
         write_config(run_dir, to_toml_dict(config))
+        start_session(run_dir, session_record(session.device, env.world_size))
         trainer.trackers = Trackers.open(
             config.train.trackers, get_registry(), run_dir, start_step=trainer.step
         )
@@ -188,5 +190,6 @@ def _finish(session: RunSession, trainer: Trainer) -> None:
     loss = report.training_loss(read_log(session.run_dir))
     if loss is not None:
         metrics["train"]["loss"] = loss
+    metrics["provenance"] = finish_session(session.run_dir)
     pictures = write_results(session.run_dir, config, metrics, samples)
     trainer.trackers.evaluation(trainer.step, metrics, pictures)
