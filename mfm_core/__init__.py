@@ -27,6 +27,7 @@ from mfm_core.protocols import (
     Solver,
     SolveResult,
     StatefulCoupler,
+    Tracker,
     VectorFieldNet,
 )
 from mfm_core.registry import Registry, create, get_registry
@@ -60,6 +61,7 @@ __all__ = [
     "Solver",
     "SolveResult",
     "StatefulCoupler",
+    "Tracker",
     "VectorFieldNet",
     "check_coupler",
     "cost_matrix",

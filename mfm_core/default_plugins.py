@@ -44,6 +44,7 @@ from mfm_core.paths.cond_ot import CondOTPath
 from mfm_core.paths.vp import VPPath
 from mfm_core.solvers.adaptive import Dopri5Solver
 from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
+from mfm_core.trackers.tensorboard import TensorBoardTracker
 
 
 @hookimpl
@@ -116,3 +117,8 @@ def register_metrics(register: Register) -> None:
 def register_feature_maps(register: Register) -> None:
     register("pixels", PixelFeatures)
     register("inception", InceptionFeatures)
+
+
+@hookimpl
+def register_trackers(register: Register) -> None:
+    register("tensorboard", TensorBoardTracker)

@@ -1,5 +1,5 @@
-"""The extension points of mfm: what a coupler, path, vector field, solver, dataset, metric and
-feature map is.
+"""The extension points of mfm: what a coupler, path, vector field, solver, dataset, metric,
+feature map and tracker is.
 
 Every component a plugin registers satisfies one of these protocols. Results are small frozen
 attrs classes rather than tuples, so that new fields never break existing callers.
@@ -7,7 +7,7 @@ attrs classes rather than tuples, so that new fields never break existing caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -316,3 +316,32 @@ class FeatureMap(Protocol):
     dim: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+TRACKER_PROVIDED = ("run_dir", "start_step")
+"""The keywords mfm gives every tracker's factory; a config does not set them."""
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Receives what a run records, for an experiment tracker to show (TensorBoard, MLflow,
+    W&B). Only the main process has trackers; they never see a tensor on a device, so feeding
+    them costs a step no host synchronisation.
+
+    The factory is called with the keywords ``run_dir`` (the run directory, a ``Path``) and
+    ``start_step`` (0 for a new run; the step of the checkpoint a resumed run continues from),
+    besides its own parameters. A tracker continues the tracker run it started in the same
+    ``run_dir`` (remembering its id there if it has one) and, where the library allows,
+    discards what it received after ``start_step``, which the resumed run records again.
+
+    ``log_scalars(step, values)``: named floats at a training step, e.g. ``train/loss``,
+    ``train/lr``, ``eval/euler-4/w2``. ``log_image(step, tag, image)``: an (H, W, 3) uint8
+    array. ``close()``: flush and finish; nothing is logged after it. A tracker that raises is
+    reported once and dropped; the run goes on.
+    """
+
+    def log_scalars(self, step: int, values: Mapping[str, float]) -> None: ...
+
+    def log_image(self, step: int, tag: str, image: Any) -> None: ...
+
+    def close(self) -> None: ...

@@ -26,6 +26,7 @@ from mfm_core.runner.rundir.checkpoint import (
     verified_up_to,
 )
 from mfm_core.runner.rundir.layout import CHECKPOINTS, LOG_FILE, truncate_log
+from mfm_core.runner.tracking import Trackers
 from mfm_core.runner.training.data import target_stream
 from mfm_core.runner.training.distributed import (
     STEP_STREAM,
@@ -127,6 +128,7 @@ class Trainer:
         self.session_times = CouplingTimes()
         self.owned: list[Any] = []  # checkpoints this run wrote or loaded, oldest first
         self.micro_index = 0  # the micro-batch of the step being trained
+        self.trackers = Trackers()  # the run sets the configured ones on the main process
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -209,6 +211,7 @@ class Trainer:
         config, main = self.config, self.dist.is_main
         start = time.perf_counter() - self.elapsed
         session_start = (self.step, self.elapsed, attrs.evolve(self.feed.times))
+        self.trackers.start(*session_start)
         bar = progress_bar(config.steps, initial=self.step, desc="train", enabled=progress and main)
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         stopping = False
@@ -267,6 +270,7 @@ class Trainer:
     def _flush(self, log: Any, bar: Any) -> None:
         """Write the pending log lines; raise if a loss was not finite."""
         first_bad = self.losses.flush(log)
+        self.trackers.training(self.losses.read, self.step, self.feed.times)
         last = self.losses.last
         if log is not None and last is not None:
             bar.set_postfix(loss=f"{last['loss']:.4f} (step {last['step']})", refresh=False)
