@@ -20,8 +20,6 @@ from mfm_core.runner.assembly.experiment import check_resumable
 from mfm_core.runner.assembly.loading import load_weights
 from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.rundir.checkpoint import (
-    load_checkpoint,
-    newest_loadable,
     save_checkpoint,
     verified_up_to,
 )
@@ -48,6 +46,7 @@ from mfm_core.runner.training.progress import progress as progress_bar
 from mfm_core.runner.training.schedules import apply_settings, lr_factor
 from mfm_core.runner.training.signals import stop_requests
 from mfm_core.runner.training.sizes import batch_sizes
+from mfm_core.runner.training.state import map_newest, rank_state, restore_rank_state
 
 logger = logging.getLogger(__name__)
 
@@ -300,20 +299,10 @@ class Trainer:
 
     # Train state: save and restore.
 
-    def _rank_state(self) -> dict[str, Any]:
-        state = {
-            **self.feed.state_dict(),
-            "step_generator": self.step_generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
-
     def state(self) -> dict[str, Any] | None:
         """The whole run's state on the main process (``None`` elsewhere); every process
         must call it, since each one's random state is gathered."""
-        ranks = self.dist.gather(self._rank_state())
+        ranks = self.dist.gather(rank_state(self.feed, self.step_generator, self.device))
         if not self.dist.is_main:
             return None
         state = {
@@ -363,46 +352,17 @@ class Trainer:
                     "set; resume without changing train.ema"
                 )
             load_weights(self.ema, state["ema"], self.run_dir)
-        mine = state["ranks"][self.dist.rank]
-        self.feed.load_state_dict(mine)
-        if "step_generator" in mine:
-            self.step_generator.set_state(mine["step_generator"])
-        else:
-            logger.warning(
-                "warning: the checkpoint was written by an earlier mfm that drew the times of "
-                "its steps from the coupling's generator; the resumed run draws them from a "
-                "generator of their own, so it is not the run an uninterrupted one would be"
-            )
-        torch.set_rng_state(mine["torch_rng"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
+        restore_rank_state(
+            state["ranks"][self.dist.rank], self.feed, self.step_generator, self.device
+        )
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         apply_settings(self.config, self.optimizer, self.scheduler)
 
     def resume(self) -> None:
-        """Continue from the newest usable checkpoint. The main process picks it and tells
-        the others its path; every process then maps that file itself from the shared file
-        system, so no state crosses between processes. Later log lines are dropped."""
-        picked: tuple[str, str] = ("", "")
-        if self.dist.is_main:
-            try:
-                path, problems = newest_loadable(self.run_dir / CHECKPOINTS)
-                for problem in problems:
-                    logger.warning(f"warning: skipped {problem}")
-                picked = ("", str(path))
-            except CheckpointError as exc:
-                picked = (str(exc), "")
-        error, path = self.dist.broadcast(picked)
-        if error:
-            raise CheckpointError(error)
-        try:
-            state = load_checkpoint(path, mmap=True)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"{exc}; on several nodes the run directory must be on a file system every "
-                "node reads"
-            ) from None
+        """Continue from the newest usable checkpoint (:func:`map_newest`); later log lines
+        are dropped."""
+        state, path = map_newest(self.run_dir / CHECKPOINTS, self.dist)
         self.load_state(state)
         if self.dist.is_main:
             self.owned = verified_up_to(self.run_dir / CHECKPOINTS, self.step)

@@ -1,130 +1,21 @@
-"""What the core accepts from a plugin's component, and the one place that normalises it.
-
-The registry passes every coupler, solver and path it builds through :func:`adapt`, so the
-runner can call each one the same way whatever shape its author chose:
-
-- a coupler may be a class, a function returning the coupler, or the coupling function itself
-  (registered as it is); it may take ``(x0, x1)`` or ``(x0, x1, cond)`` (``cond`` is passed
-  only when there are labels, and by keyword); it may return a ``Coupling`` or ``(i, j)``.
-  Its inputs are checked before the call and its result after it, on the device with one host
-  synchronisation: a bad result is a ``PluginError`` naming the coupler and its plugin, never
-  an ``IndexError`` deep in the runner or silently wrong pairs;
-- a solver may return the end point alone (a tensor); the adapter counts the field
-  evaluations and makes the ``SolveResult``; ``describe()`` is optional;
-- a path's ``sample`` may return ``(x_t, u_t)`` instead of a ``PathSample``.
-
-An adapted component forwards every other attribute to the component it wraps (``.inner``).
-"""
+"""The checked coupler: any coupler's call normalised, its inputs and result checked."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from mfm_core.errors import PluginError
-from mfm_core.protocols import Coupling, Field, PathSample, PrepareContext, SolveResult
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-_STATEFUL_METHODS = ("prepare", "state_dict", "load_state_dict")
-
-
-def _parameters(function: Callable[..., Any]) -> list[inspect.Parameter] | None:
-    try:
-        return list(inspect.signature(function).parameters.values())
-    except (TypeError, ValueError):  # a builtin or C callable without a signature
-        return None
-
-
-def _is_component_itself(function: Callable[..., Any], arguments: int) -> bool:
-    """A plain function whose first ``arguments`` parameters are positional and required is
-    the coupler (or solver) itself, not a factory: a factory's parameters are keywords."""
-    if inspect.isclass(function):
-        return False
-    parameters = _parameters(function)
-    if parameters is None or len(parameters) < arguments:
-        return False
-    return all(
-        p.kind in _POSITIONAL and p.default is inspect.Parameter.empty
-        for p in parameters[:arguments]
-    )
-
-
-def factory(kind: str, registered: Callable[..., Any]) -> Callable[..., Any]:
-    """The factory the registry calls for ``registered``: ``registered`` itself, or, for a
-    coupling function (``f(x0, x1)``) or solver function (``f(field, x0)``) registered as it
-    is, a factory without parameters that returns it."""
-    if kind in ("coupler", "solver") and _is_component_itself(registered, 2):
-
-        def as_is() -> Callable[..., Any]:
-            return registered
-
-        as_is.__name__ = getattr(registered, "__name__", kind)
-        return as_is
-    return registered
-
-
-def adapt(
-    kind: str,
-    component: Any,
-    label: str | None = None,
-    name: str | None = None,
-    params: dict[str, Any] | None = None,
-) -> Any:
-    """``component`` as the runner calls it (see the module docstring); other kinds, and a
-    component adapted already, are returned as they are. ``label`` says in errors which
-    component and plugin it is (``coupler 'reverse' (plugin 'reverse' of ...)``); ``name``
-    and ``params`` are its registered name and parameters."""
-    wrapper = {"coupler": CheckedCoupler, "solver": CheckedSolver, "path": CheckedPath}.get(kind)
-    if wrapper is None or isinstance(component, wrapper):
-        return component
-    name = name or getattr(component, "__name__", None) or type(component).__name__
-    return wrapper(component, label or f"{kind} '{name}'", name, params or {})
-
-
-class _Adapted:
-    """Forwards attribute reads to ``inner``: an adapted component keeps its parameters. The
-    adapter's own attributes start with an underscore, so they hide none of the component's."""
-
-    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
-        self.inner = inner
-        self._label = label
-        self._name = name
-        self._params = params
-
-    def __getattr__(self, attribute: str) -> Any:
-        inner = self.__dict__.get("inner")
-        if inner is None or attribute.startswith("__"):
-            raise AttributeError(attribute)
-        return getattr(inner, attribute)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.inner!r})"
-
-    def _fail(self, problem: str) -> PluginError:
-        return PluginError(
-            f"{self._label} {problem}; this is a bug in the plugin (report it to its authors), "
-            "or pick another component"
-        )
-
-
-def ended_process(exc: BaseException) -> str:
-    """What is wrong with a component raising ``exc`` (SystemExit, KeyboardInterrupt)."""
-    return (
-        f"raised {type(exc).__name__}({', '.join(map(repr, exc.args))}) while coupling, which "
-        "ends the process; a coupler raises an Exception to report a problem"
-    )
-
-
-def blame(component: Any, problem: str) -> PluginError:
-    """The error of a component (adapted or not) that did something it must not (``problem``),
-    naming it and, when adapted, its plugin."""
-    if isinstance(component, _Adapted):
-        return component._fail(problem)
-    return PluginError(f"{type(component).__name__} {problem}; this is a bug in that component")
+from mfm_core.adapters.base import (
+    _POSITIONAL,
+    _STATEFUL_METHODS,
+    _Adapted,
+    _parameters,
+    ended_process,
+)
+from mfm_core.protocols import Coupling, PrepareContext
 
 
 def check_inputs(x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None) -> None:
@@ -338,78 +229,3 @@ class CheckedCoupler(_Adapted):
             raise self._fail(
                 f"declares a permutation (is_permutation), but {twice} uses an index twice"
             )
-
-
-class CheckedSolver(_Adapted):
-    """Any solver, called as ``solver(field, x0, *, return_trajectory=False) -> SolveResult``
-    with ``describe()``."""
-
-    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
-        super().__init__(inner, label, name, params)
-        if not callable(inner):
-            raise self._fail(f"is a {type(inner).__name__}, not a callable solver(field, x0)")
-        parameters = _parameters(inner)
-        self._takes_trajectory = parameters is None or any(
-            p.name == "return_trajectory" or p.kind == p.VAR_KEYWORD for p in parameters
-        )
-
-    def __call__(
-        self, field: Field, x0: torch.Tensor, *, return_trajectory: bool = False
-    ) -> SolveResult:
-        if return_trajectory and not self._takes_trajectory:
-            raise self._fail("cannot return a trajectory (it takes no return_trajectory)")
-        evaluations = 0
-
-        def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
-            nonlocal evaluations
-            evaluations += 1
-            return field(*args, **kwargs)
-
-        if return_trajectory:
-            result = self.inner(counted, x0, return_trajectory=True)
-        else:
-            result = self.inner(counted, x0)
-        if isinstance(result, torch.Tensor):
-            result = SolveResult(x1=result, nfe=evaluations)
-        if not isinstance(result, SolveResult):
-            raise self._fail(
-                f"returned a {type(result).__name__}; expected a SolveResult or a tensor"
-            )
-        if result.x1.shape != x0.shape:
-            raise self._fail(
-                f"returned x1 of shape {tuple(result.x1.shape)} for x0 of {tuple(x0.shape)}"
-            )
-        if return_trajectory and result.trajectory is None:
-            raise self._fail("was asked for a trajectory and returned none")
-        return result
-
-    def describe(self) -> dict[str, Any]:
-        """The solver's own ``describe()``, else its registered name and parameters."""
-        describe = getattr(self.inner, "describe", None)
-        if describe is not None:
-            return describe()
-        return {"solver": self._name, **self._params}
-
-
-class CheckedPath(_Adapted):
-    """Any path, sampled as ``path.sample(x0, x1, t) -> PathSample``."""
-
-    def __init__(self, inner: Any, label: str, name: str, params: dict[str, Any]) -> None:
-        super().__init__(inner, label, name, params)
-        if not callable(getattr(inner, "sample", None)):
-            raise self._fail("has no method sample(x0, x1, t)")
-
-    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
-        result = self.inner.sample(x0, x1, t)
-        if isinstance(result, tuple) and len(result) == 2:
-            result = PathSample(x0=x0, x1=x1, t=t, x_t=result[0], u_t=result[1])
-        if not isinstance(result, PathSample):
-            raise self._fail(
-                f"returned a {type(result).__name__} from sample; expected a PathSample or "
-                "(x_t, u_t)"
-            )
-        for what, tensor in (("x_t", result.x_t), ("u_t", result.u_t)):
-            if not isinstance(tensor, torch.Tensor) or tensor.shape != x0.shape:
-                shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else tensor
-                raise self._fail(f"returned {what} of shape {shape} for x0 of {tuple(x0.shape)}")
-        return result
