@@ -63,7 +63,7 @@ MESSAGE_TESTS = ("tests/faults/test_messages.py",)
 READBACK_TESTS = ("tests/faults/test_readback.py",)
 PATH_OPTION_TESTS = ("tests/faults/test_paths.py",)
 OUTCOME_TESTS = ("tests/faults/test_outcomes.py",)
-PROVENANCE_TESTS = ("tests/faults/test_provenance.py",)
+RESUME_CHANGE_TESTS = ("tests/faults/test_resume_changes.py",)
 
 MUTATIONS = (
     Mutation(
@@ -394,14 +394,14 @@ MUTATIONS = (
         "mfm_core/runner/assembly/experiment.py",
         "return [k for k in keys if not _changeable(k) and before.get(k) != after.get(k)]",
         "return []",
-        PROVENANCE_TESTS,
+        RESUME_CHANGE_TESTS,
     ),
     Mutation(
         "reliability: a resume may end before the run's step",
         "mfm_core/runner/assembly/experiment.py",
         "if isinstance(steps, int) and steps < step:",
         "if isinstance(steps, int) and steps < step - 1:",
-        PROVENANCE_TESTS,
+        RESUME_CHANGE_TESTS,
     ),
 )
 
