@@ -126,16 +126,20 @@ def _labels(
 
 
 def load_run(
-    run_dir: str | Path, overrides: Sequence[str] = (), device: str | torch.device | None = None
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    device: str | torch.device | None = None,
+    step: int | None = None,
 ) -> Run:
-    """Load ``run_dir``'s newest loadable checkpoint (its EMA weights when the run kept them)
-    with the run's config after ``overrides``, on ``device`` (default: the run's
-    ``train.device``)."""
+    """Load ``run_dir``'s checkpoint of ``step`` (default: the newest that loads; its EMA
+    weights when the run kept them) with the run's config after ``overrides``, on ``device``
+    (default: the run's ``train.device``). ``run_dir`` may also be a ``.safetensors`` file of
+    ``mfm export``: the model is built from the config in its metadata."""
     from mfm_core.runner.assembly.loading import load_run as load_trained
 
     run_dir = Path(run_dir)
     trained = load_trained(
-        run_dir, list(overrides), None if device is None else torch.device(device)
+        run_dir, list(overrides), None if device is None else torch.device(device), step
     )
     return Run(
         run_dir=run_dir,

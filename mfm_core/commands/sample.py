@@ -1,4 +1,4 @@
-"""``mfm sample``: draw samples from a trained run's latest checkpoint."""
+"""``mfm sample``: draw samples from a trained run's checkpoint or a shared weights file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from mfm_core.commands.common import add_common
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("sample", help="sample from a run's latest checkpoint")
-    parser.add_argument("run_dir", type=Path)
+    parser = sub.add_parser(
+        "sample", help="sample from a run's checkpoint, or from a .safetensors of mfm export"
+    )
+    parser.add_argument("run_dir", type=Path, help="a run directory or FILE.safetensors")
+    parser.add_argument(
+        "--step", type=int, help="the checkpoint's step (default: the newest that loads)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. solver.steps=4")
     parser.add_argument("--num", type=int, required=True, help="number of samples")
     parser.add_argument(
@@ -42,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from mfm_core.runner.evaluation.report import weights_label
     from mfm_core.runner.evaluation.sampling import sample_run
 
     overrides = list(args.overrides)
@@ -57,6 +63,8 @@ def command(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         batch=args.batch,
         label=args.label,
+        step=args.step,
     )
-    print(f"wrote {args.num} samples to {result.path} (NFE {result.nfe})")
+    label = weights_label({"weights": result.weights})
+    print(f"wrote {args.num} samples to {result.path} (NFE {result.nfe}) with the {label}")
     return 0
