@@ -152,11 +152,21 @@ def terminal_summary(metrics: Mapping[str, Any]) -> str:
     header = ["solver", "NFE", *(column_header(c, better) for c in columns)]
     body = [[setting(r), fmt(r["nfe"]), *(fmt(r.get(c)) for c in columns)] for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    for line in [header, *body]:
+    for line in [header, *body] if rows else []:
         cells = [line[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
         ]
         lines.append("  " + "  ".join(cells))
+    if not rows:
+        lines.append("no solver settings evaluated (eval.solvers = [])")
+    seconds = metrics.get("eval_seconds")
+    if seconds:
+        each = ", ".join(f"{s:.1f}" for s in seconds["solvers"])
+        lines.append(
+            f"evaluation {seconds['total']:.1f} s (final loss {seconds['final_loss']:.1f} s"
+            + (f"; per solver setting {each} s" if each else "")
+            + ")"
+        )
     lines += floor_lines(metrics)
     lines += [line for line in _errors(metrics) if line]
     return "\n".join(lines)
