@@ -160,9 +160,10 @@ def plot_metrics(
 ) -> bool:
     """Every metric against the NFE, one line per run (``series``: label -> rows) and
     fixed-step solver; the adaptive solver as a star at the NFE it used. ``better`` gives a
-    column's direction (``"lower"``/``"higher"``) for its title; ``floors`` a level the metric
-    cannot beat at this sample size (e.g. W2 between two draws of the data), drawn as a band.
-    Returns False (and writes nothing) when there is no metric to plot."""
+    column's direction (``"lower"``, ``"higher"``, ``"closer to 1"``) for its title;
+    ``floors`` a level the metric cannot beat at this sample size (e.g. W2 between two draws
+    of the data), drawn as a band. Returns False (and writes nothing) when there is no metric
+    to plot."""
     better = better or {}
     floors = floors or {}
     rows = [r for rows in series.values() for r in rows]
