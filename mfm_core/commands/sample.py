@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--solver",
         metavar="SPEC",
-        help="the solver: a name or a TOML table, e.g. euler or '{name=\"euler\", steps=4}'",
+        help="the solver: a name or a TOML table, e.g. euler or '{name=\"euler\", steps=4}'; "
+        "overrides set its parameters: --solver heun solver.steps=2",
     )
     parser.add_argument(
         "--guidance", type=float, help="classifier-free guidance scale (default eval.guidance)"
@@ -50,9 +51,10 @@ def command(args: argparse.Namespace) -> int:
     from mfm_core.runner.evaluation.report import weights_label
     from mfm_core.runner.evaluation.sampling import sample_run
 
-    overrides = list(args.overrides)
-    if args.solver is not None:
-        overrides.append(f"solver={args.solver}")
+    # --solver first: the overrides then set its parameters (`--solver heun solver.steps=2`)
+    # instead of being dropped with the component --solver replaces.
+    chosen = [] if args.solver is None else [f"solver={args.solver}"]
+    overrides = [*chosen, *args.overrides]
     result = sample_run(
         args.run_dir,
         overrides,

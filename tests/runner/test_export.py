@@ -94,3 +94,16 @@ def test_export_takes_the_ema_weights_unless_raw(tmp_path):
         assert torch.equal(r.get_tensor(key), state["model"][key])
         assert torch.equal(e.get_tensor(key), state["ema"]["module." + key])
         assert not torch.equal(e.get_tensor(key), r.get_tensor(key))
+
+
+def test_sample_applies_overrides_to_the_solver_of_solver(tiny_run, capsys):
+    out = str(tiny_run.parent / "s.npy")
+    nfe = {}
+    for name, args in (
+        ("default heun", ["--solver", "heun"]),
+        ("heun, 2 steps", ["--solver", "heun", "solver.steps=2"]),
+        ("table", ["--solver", '{name="heun", steps=2}']),
+    ):
+        assert main(["sample", str(tiny_run), "--num", "5", "--out", out, *args]) == 0
+        nfe[name] = capsys.readouterr().out.split("(NFE ")[1].split(")")[0]
+    assert nfe["heun, 2 steps"] == nfe["table"] != nfe["default heun"]
