@@ -95,11 +95,38 @@ def run_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         summary["train s"] = train["seconds"]
     coupling = train.get("coupling_time")
     if coupling:
-        summary["coupling ms/step (waited)"] = (
-            f"{coupling['coupling_ms']:.2f} ({coupling['waited_ms']:.2f}) over "
+        # per step, and the coupling's share of it: comparable between runs on a loaded
+        # machine, where the wall-clock seconds are not
+        summary["ms/step"] = coupling["step_ms"]
+        share = 100 * coupling["waited_ms"] / coupling["step_ms"] if coupling["step_ms"] else 0
+        summary["coupling ms/step (waited, share of step)"] = (
+            f"{coupling['coupling_ms']:.2f} ({coupling['waited_ms']:.2f}, {share:.0f} %) over "
             f"{coupling['steps']} steps"
         )
     return summary
+
+
+def overlapping_runs(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per pair of runs whose sessions overlapped in time (from their provenance):
+    they shared the machine, so their times per step are not comparable."""
+    spans = {
+        label: [
+            (s["started"], s["finished"])
+            for s in metrics.get("provenance", [])
+            if s.get("started") and s.get("finished")
+        ]
+        for label, metrics in results.items()
+    }
+    labels = list(spans)
+    lines = []
+    for index, first in enumerate(labels):
+        for second in labels[index + 1 :]:
+            if any(a0 < b1 and b0 < a1 for a0, a1 in spans[first] for b0, b1 in spans[second]):
+                lines.append(
+                    f"{first} and {second} ran at the same time: their times per step are "
+                    "not comparable"
+                )
+    return lines
 
 
 def column_header(column: str, better: Mapping[str, str]) -> str:
@@ -191,6 +218,14 @@ def compare_markdown(title: str, results: Mapping[str, Mapping[str, Any]], comma
         ["run", *keys],
         [[label, *(s.get(k, math.nan) for k in keys)] for label, s in summaries.items()],
     )
+    concurrent = overlapping_runs(results)
+    if concurrent:
+        lines += [""] + [f"- {line}" for line in concurrent]
+    floors: dict[str, Any] = {}
+    for metrics in results.values():
+        floors.update(metrics.get("floors", {}))
+    first = next(iter(results.values()), {})
+    lines += [""] + floor_lines({"floors": floors, "eval": first.get("eval", {})}) if floors else []
     all_rows = [r for m in results.values() for r in m.get("samples", [])]
     settings: list[str] = []
     for row in all_rows:
