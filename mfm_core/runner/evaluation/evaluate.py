@@ -104,7 +104,7 @@ def save_image_panels(
         (caption, images.by_class(images.to_uint8(x), y.numpy(), num_classes, columns))
         for caption, x, y in panels
     ]
-    images.save_panels(path, pictures, columns)
+    images.save_panels(path, pictures, columns, [f"class {k}" for k in range(num_classes)])
 
 
 def write_grid(
