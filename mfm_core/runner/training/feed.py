@@ -54,11 +54,15 @@ def overlaps_coupling(setting: str, coupler: Any, distributed: bool) -> bool:
 @attrs.define
 class CouplingTimes:
     """Seconds spent coupling (drawing included) and seconds the step waited for pairs, summed
-    since the feed was made; with the background thread the second is the part not hidden."""
+    since the feed was made; with the background thread the second is the part not hidden.
+    Beside them, the sum of the couplings' mean pair costs (``cost``, a host number each
+    coupler computes anyway) over the ``costed`` couplings that reported one."""
 
     coupling: float = 0.0
     waited: float = 0.0
     batches: int = 0
+    cost: float = 0.0
+    costed: int = 0
 
     def since(self, earlier: CouplingTimes) -> CouplingTimes:
         """The times spent after ``earlier`` was taken (a copy of these times)."""
@@ -66,6 +70,8 @@ class CouplingTimes:
             coupling=self.coupling - earlier.coupling,
             waited=self.waited - earlier.waited,
             batches=self.batches - earlier.batches,
+            cost=self.cost - earlier.cost,
+            costed=self.costed - earlier.costed,
         )
 
 
@@ -156,7 +162,8 @@ class PairFeed:
         x1, labels = self.stream.next()
         x1 = x1.to(self.device, non_blocking=True)
         cond = labels.to(self.device) if self.conditional and labels is not None else None
-        x0, x1, cond = self.coupler(x0, x1, cond).pairs(x0, x1, cond)
+        coupling = self.coupler(x0, x1, cond)
+        x0, x1, cond = coupling.pairs(x0, x1, cond)
         if len(x0) != count:
             raise MfmError(
                 f"coupler '{type(self.coupler).__name__}' returned {len(x0)} pairs for {count} "
@@ -170,6 +177,9 @@ class PairFeed:
             cond = None if cond is None else cond[order]
         self.times.coupling += time.perf_counter() - started
         self.times.batches += 1
+        if coupling.cost is not None:
+            self.times.cost += float(coupling.cost)
+            self.times.costed += 1
         return x0, x1, cond
 
     def _take_ahead(self) -> Pairs | None:
