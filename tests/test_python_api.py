@@ -33,3 +33,14 @@ def test_sampling_a_tiny_run(tiny_run: Path) -> None:
         run.sample(0)
     with pytest.raises(ConfigError, match="needs a 'name'"):
         run.sample(5, solver={"steps": 2})
+
+
+def test_a_loaded_run_carries_its_metrics_and_loss_log_and_is_its_path(tiny_run: Path) -> None:
+    import json
+
+    from mfm_core.runner.rundir.layout import read_log
+
+    run = mfm_core.load_run(tiny_run)
+    assert run.metrics == json.loads((tiny_run / "metrics.json").read_text())
+    assert run.log == read_log(tiny_run) and len(run.log) == 40
+    assert Path(run) == tiny_run and mfm_core.load_run(run).step == 40
