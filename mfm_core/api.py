@@ -11,6 +11,7 @@ light for plugin authors.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -176,16 +177,22 @@ def train(
     the path of its directory). ``config``: a TOML file, or the same tables as a dict (the
     run is then named ``name``). ``progress=True`` shows the training progress bar; the run's
     messages go to Python's ``logging`` (logger ``mfm_core``) either way, and to
-    ``RUN/run.log``."""
+    ``RUN/run.log``. In a dict config, a component may be a Python callable instead of a
+    registered name (``"coupler": my_coupler``, or ``{"name": MyField, "width": 64}``): it
+    is registered under its ``__name__`` for this run, as a plugin would register it; the
+    run's config.toml names it, so a later ``load_run`` needs it registered (a plugin)."""
+    from mfm_core.inline_components import extract_callables
+    from mfm_core.registry import using_registry
     from mfm_core.runner.run import start_run
 
-    if isinstance(config, Mapping):
-        import tomli_w
+    if not isinstance(config, Mapping):
+        return load_run(start_run(config, list(overrides), Path(runs), progress=progress))
+    import tomli_w
 
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / f"{name}.toml"
-            path.write_bytes(tomli_w.dumps(dict(config)).encode())
-            run_dir = start_run(path, list(overrides), Path(runs), progress=progress)
-    else:
-        run_dir = start_run(config, list(overrides), Path(runs), progress=progress)
-    return load_run(run_dir)
+    data, registry = extract_callables(config)
+    with contextlib.ExitStack() as held, tempfile.TemporaryDirectory() as scratch:
+        if registry is not None:
+            held.enter_context(using_registry(registry))
+        path = Path(scratch) / f"{name}.toml"
+        path.write_bytes(tomli_w.dumps(data).encode())
+        return load_run(start_run(path, list(overrides), Path(runs), progress=progress))
