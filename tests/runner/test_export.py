@@ -70,12 +70,15 @@ def test_a_step_without_a_checkpoint_and_eval_of_a_file_without_out_are_refused(
     assert "must end in .safetensors" in capsys.readouterr().err
 
 
-def test_eval_of_a_file_evaluates_its_weights_into_out(tiny_run, tmp_path):
+def test_eval_of_a_file_evaluates_its_weights_into_out(tiny_run, tmp_path, capsys):
     out = tiny_run.parent / "shared.safetensors"
     main(["export", str(tiny_run), "--out", str(out)])
     small = ["eval.solvers=[{ name = 'euler', steps = 1 }]", "eval.num_samples=30"]
     assert main(["eval", str(out), *small, "--out", str(tmp_path / "e1")]) == 0
     assert main(["eval", str(tiny_run), *small, "--out", str(tmp_path / "e2")]) == 0
+    printed = capsys.readouterr().out
+    assert f"mfm eval {out} eval.num_samples=5000 --out NEW_FOLDER" in printed
+    assert f"{out}/evals" not in printed and f"{out}/config.toml" not in printed
     first, second = (json.loads((tmp_path / e / "metrics.json").read_text()) for e in ("e1", "e2"))
     assert first["weights"] == second["weights"] == {"kind": "raw", "step": 40}
     assert first["samples"] == second["samples"]

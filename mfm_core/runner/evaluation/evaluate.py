@@ -263,8 +263,8 @@ def evaluate(
     seconds["total"] = round(time.perf_counter() - started, 3)
     logger.info(
         f"evaluation took {seconds['total']:.1f} s: final loss {seconds['final_loss']:.1f} s, "
-        f"{len(rows)} solver settings {sum(seconds['solvers']):.1f} s"
-        + ("" if rows else " (eval.solvers = [])")
+        f"{len(rows)} solver setting{'' if len(rows) == 1 else 's'} "
+        f"{sum(seconds['solvers']):.1f} s" + ("" if rows else " (eval.solvers = [])")
     )
     metrics: dict[str, Any] = {
         "final_loss": loss,

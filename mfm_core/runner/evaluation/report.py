@@ -56,6 +56,13 @@ def next_steps(run_dir: Path, pictures: Sequence[Path]) -> str:
     lines += [
         "next:",
         f"  mfm sample {run_dir} --num 10000 --out samples.npz   # draw more samples",
+    ]
+    if run_dir.suffix == ".safetensors":  # shared weights: no run directory to write into
+        lines.append(
+            f"  mfm eval {run_dir} eval.num_samples=5000 --out NEW_FOLDER   # evaluate again"
+        )
+        return "\n".join(lines)
+    lines += [
         f"  mfm eval {run_dir} eval.num_samples=5000             # evaluate again "
         f"(into {run_dir / 'evals'})",
         f"  mfm compare {run_dir / 'config.toml'} coupler.name=independent,exact"
