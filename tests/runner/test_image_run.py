@@ -192,7 +192,10 @@ def test_sample_command_line(image_run, tmp_path, capsys):
         ["sample", str(image_run), "--num", "3", "--out", str(tmp_path / "o"), "--solver", "euler"]
     )
     out, _ = capsys.readouterr()
-    assert code == 0 and out.strip() == f"wrote 3 samples to {tmp_path / 'o'} (NFE 8)"
+    assert code == 0 and out.strip() == (
+        f"wrote 3 samples to {tmp_path / 'o'} (NFE 8) with the EMA weights (decay 0.9, "
+        "effective 0.1818) at step 2"
+    )
     assert len(list((tmp_path / "o").glob("*.png"))) == 3
     code = main(["sample", str(image_run), "--num", "3", "--out", "x", "--label", "9"])
     _, err = capsys.readouterr()
