@@ -1,7 +1,7 @@
 """The Python API for notebooks and scripts: train a run, load a finished one, sample from it.
 
-    run_dir = mfm_core.train("tomlconfigs/quickstart.toml", overrides=["train.steps=500"])
-    run = mfm_core.load_run(run_dir)
+    run = mfm_core.train("tomlconfigs/quickstart.toml", overrides=["train.steps=500"])
+    run.metrics["final_loss"], run.log[-1]["loss"]
     samples = run.sample(1000, solver={"name": "euler", "steps": 4})
     samples.x, samples.nfe
 
@@ -11,6 +11,7 @@ light for plugin authors.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,14 +41,21 @@ class Samples:
 @attrs.frozen(kw_only=True)
 class Run:
     """A finished (or checkpointed) run: its directory, resolved config, built pipeline,
-    trained model (the EMA weights when the run kept them, in eval mode) and the training step
-    of those weights."""
+    trained model (the EMA weights when the run kept them, in eval mode), the training step
+    of those weights, its ``metrics`` (metrics.json; empty before the run's evaluation) and
+    its loss ``log`` (log.jsonl: one record per logged step). A ``Run`` is also a path (its
+    directory): ``load_run(run)`` and ``Path(run)`` work."""
 
     run_dir: Path
     config: Config
     pipeline: Any
     model: torch.nn.Module
     step: int
+    metrics: dict[str, Any] = attrs.field(factory=dict)
+    log: list[dict[str, Any]] = attrs.field(factory=list)
+
+    def __fspath__(self) -> str:
+        return str(self.run_dir)
 
     def sample(
         self,
@@ -126,23 +134,33 @@ def _labels(
 
 
 def load_run(
-    run_dir: str | Path, overrides: Sequence[str] = (), device: str | torch.device | None = None
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    device: str | torch.device | None = None,
+    step: int | None = None,
 ) -> Run:
-    """Load ``run_dir``'s newest loadable checkpoint (its EMA weights when the run kept them)
-    with the run's config after ``overrides``, on ``device`` (default: the run's
-    ``train.device``)."""
+    """Load ``run_dir``'s checkpoint of ``step`` (default: the newest that loads; its EMA
+    weights when the run kept them) with the run's config after ``overrides``, on ``device``
+    (default: the run's ``train.device``). ``run_dir`` may also be a ``.safetensors`` file of
+    ``mfm export``: the model is built from the config in its metadata."""
+    import json
+
     from mfm_core.runner.assembly.loading import load_run as load_trained
+    from mfm_core.runner.rundir.layout import METRICS_FILE, read_log
 
     run_dir = Path(run_dir)
     trained = load_trained(
-        run_dir, list(overrides), None if device is None else torch.device(device)
+        run_dir, list(overrides), None if device is None else torch.device(device), step
     )
+    metrics_file = run_dir / METRICS_FILE
     return Run(
         run_dir=run_dir,
         config=trained.config,
         pipeline=trained.pipeline,
         model=trained.model,
         step=trained.step,
+        metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+        log=read_log(run_dir) if run_dir.is_dir() else [],
     )
 
 
@@ -153,17 +171,28 @@ def train(
     runs: str | Path = "runs",
     name: str = "run",
     progress: bool = False,
-) -> Path:
-    """Train and evaluate a new run, as ``mfm-run`` does; returns its run directory under
-    ``runs``. ``config``: a TOML file, or the same tables as a dict (the run is then named
-    ``name``)."""
+) -> Run:
+    """Train and evaluate a new run, as ``mfm-run`` does, in a new directory under ``runs``;
+    returns the finished :class:`Run` (its model, ``metrics`` and loss ``log``; it is also
+    the path of its directory). ``config``: a TOML file, or the same tables as a dict (the
+    run is then named ``name``). ``progress=True`` shows the training progress bar; the run's
+    messages go to Python's ``logging`` (logger ``mfm_core``) either way, and to
+    ``RUN/run.log``. In a dict config, a component may be a Python callable instead of a
+    registered name (``"coupler": my_coupler``, or ``{"name": MyField, "width": 64}``): it
+    is registered under its ``__name__`` for this run, as a plugin would register it; the
+    run's config.toml names it, so a later ``load_run`` needs it registered (a plugin)."""
+    from mfm_core.inline_components import extract_callables
+    from mfm_core.registry import using_registry
     from mfm_core.runner.run import start_run
 
-    if isinstance(config, Mapping):
-        import tomli_w
+    if not isinstance(config, Mapping):
+        return load_run(start_run(config, list(overrides), Path(runs), progress=progress))
+    import tomli_w
 
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / f"{name}.toml"
-            path.write_bytes(tomli_w.dumps(dict(config)).encode())
-            return start_run(path, list(overrides), Path(runs), progress=progress)
-    return start_run(config, list(overrides), Path(runs), progress=progress)
+    data, registry = extract_callables(config)
+    with contextlib.ExitStack() as held, tempfile.TemporaryDirectory() as scratch:
+        if registry is not None:
+            held.enter_context(using_registry(registry))
+        path = Path(scratch) / f"{name}.toml"
+        path.write_bytes(tomli_w.dumps(data).encode())
+        return load_run(start_run(path, list(overrides), Path(runs), progress=progress))

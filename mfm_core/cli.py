@@ -24,6 +24,7 @@ from mfm_core.commands import (
     compare,
     describe,
     evaluate,
+    export,
     fid_stats,
     plugins,
     run,
@@ -36,7 +37,7 @@ from mfm_core.errors import MfmError, Terminated
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 
-COMMANDS = (run, plugins, describe, validate, evaluate, compare, fid_stats, sample)
+COMMANDS = (run, plugins, describe, validate, evaluate, compare, fid_stats, sample, export)
 """The subcommands of ``mfm``, in the order of its help."""
 
 

@@ -330,7 +330,12 @@ class ConfigProblems(ConfigError):
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read, override and check a config file; a config with problems raises
     :class:`ConfigProblems` listing all of them."""
-    data = _with_default_components(read_toml(path), to_toml_dict(Config()))
+    return config_from_data(read_toml(path), overrides)
+
+
+def config_from_data(data: dict[str, Any], overrides: list[str] = ()) -> Config:
+    """Override and check config data already read (e.g. a shared weights file's config)."""
+    data = _with_default_components(data, to_toml_dict(Config()))
     data = apply_overrides(data, list(overrides))
     check_values(data, "$")
     try:

@@ -295,8 +295,9 @@ class Metric(Protocol):
     ``per_solver = False``: it is computed once per evaluation, with the context of the first
     setting, and reported apart from the sweep.
 
-    Optional class attributes and methods, which reports use: ``better`` (``"lower"`` or
-    ``"higher"``, or a dict of them for a metric returning a dict) says which way is better;
+    Optional class attributes and methods, which reports use: ``better`` (``"lower"``,
+    ``"higher"`` or a phrase such as ``"closer to 1"``, shown as "(... better)"; a dict of
+    them for a metric returning a dict) says which way is better;
     ``noise_floor(ctx) -> float`` is what a perfect model would score at this sample size
     (e.g. W2 between two draws of the data), shown beside the metric.
     """

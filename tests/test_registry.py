@@ -152,6 +152,7 @@ def test_builtins_come_from_the_core_distribution_entry_point():
         },
         "metric": {"w2", "fid"},
         "feature_map": {"pixels", "inception"},
+        "tracker": {"tensorboard"},
     }
     for kind, names in expected.items():
         assert names <= set(registry.names(kind)), kind

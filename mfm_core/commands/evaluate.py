@@ -14,7 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="evaluate a run's latest checkpoint again, into RUN/evals/NNNNN-eval (or --out): "
         "metrics.json, metrics.md, metrics.png",
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a run directory or FILE.safetensors")
+    parser.add_argument(
+        "--step", type=int, help="the checkpoint's step (default: the newest that loads)"
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -22,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help='e.g. \'eval.metrics=["w2", "straightness"]\' eval.num_samples=1000',
     )
     parser.add_argument(
-        "--out", type=Path, help="a new or empty folder for the results (RUN/evals/NNNNN-eval)"
+        "--out",
+        type=Path,
+        help="a new or empty folder for the results (RUN/evals/NNNNN-eval; required for a "
+        ".safetensors file)",
     )
     add_common(parser)
     parser.set_defaults(func=command)
@@ -31,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def command(args: argparse.Namespace) -> int:
     from mfm_core.runner.evaluation.reevaluate import eval_run
 
-    evaluation = eval_run(args.run_dir, list(args.overrides), args.out)
+    evaluation = eval_run(args.run_dir, list(args.overrides), args.out, step=args.step)
     print_results(evaluation.directory, args.run_dir)
     print(f"done: {evaluation.directory}")
     return 0

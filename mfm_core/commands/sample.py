@@ -1,4 +1,4 @@
-"""``mfm sample``: draw samples from a trained run's latest checkpoint."""
+"""``mfm sample``: draw samples from a trained run's checkpoint or a shared weights file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from mfm_core.commands.common import add_common
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("sample", help="sample from a run's latest checkpoint")
-    parser.add_argument("run_dir", type=Path)
+    parser = sub.add_parser(
+        "sample", help="sample from a run's checkpoint, or from a .safetensors of mfm export"
+    )
+    parser.add_argument("run_dir", type=Path, help="a run directory or FILE.safetensors")
+    parser.add_argument(
+        "--step", type=int, help="the checkpoint's step (default: the newest that loads)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. solver.steps=4")
     parser.add_argument("--num", type=int, required=True, help="number of samples")
     parser.add_argument(
@@ -27,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--solver",
         metavar="SPEC",
-        help="the solver: a name or a TOML table, e.g. euler or '{name=\"euler\", steps=4}'",
+        help="the solver: a name or a TOML table, e.g. euler or '{name=\"euler\", steps=4}'; "
+        "overrides set its parameters: --solver heun solver.steps=2",
     )
     parser.add_argument(
         "--guidance", type=float, help="classifier-free guidance scale (default eval.guidance)"
@@ -42,11 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from mfm_core.runner.evaluation.report import weights_label
     from mfm_core.runner.evaluation.sampling import sample_run
 
-    overrides = list(args.overrides)
-    if args.solver is not None:
-        overrides.append(f"solver={args.solver}")
+    # --solver first: the overrides then set its parameters (`--solver heun solver.steps=2`)
+    # instead of being dropped with the component --solver replaces.
+    chosen = [] if args.solver is None else [f"solver={args.solver}"]
+    overrides = [*chosen, *args.overrides]
     result = sample_run(
         args.run_dir,
         overrides,
@@ -57,6 +65,8 @@ def command(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         batch=args.batch,
         label=args.label,
+        step=args.step,
     )
-    print(f"wrote {args.num} samples to {result.path} (NFE {result.nfe})")
+    label = weights_label({"weights": result.weights})
+    print(f"wrote {args.num} samples to {result.path} (NFE {result.nfe}) with the {label}")
     return 0

@@ -111,6 +111,11 @@ class DigitsMetric:
     def _prepare(self) -> DigitsClassifier:
         """Train the classifier and compute the held-out statistics and ``fd_real``, once."""
         if self.net is None:
+            # minutes on a CPU with the default epochs: say so, or the evaluation looks hung
+            logger.info(
+                f"training the digits classifier ({self.epochs} epochs on the training split; "
+                "once per evaluation) ..."
+            )
             net = train_classifier(self.seed, self.epochs)
             test_images, test_labels = load_digits_split("test")
             test = to_float(test_images)

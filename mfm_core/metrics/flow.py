@@ -7,6 +7,7 @@ does not depend on the solver.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -16,6 +17,8 @@ from mfm_core.metrics.w2 import w2_distance
 from mfm_core.protocols import EvalContext, FeatureMap, Field
 from mfm_core.schema import InvalidValue
 from mfm_core.solvers.adaptive import Dopri5Solver
+
+logger = logging.getLogger(__name__)
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -86,12 +89,14 @@ class TransportCost:
     ``W2^2`` is estimated once per evaluation by exact OT between ``ot_samples`` fresh source
     and target samples (O(n^3): 2000 points take seconds), averaged over ``repeats``
     independent draws: on the 2-D checkerboard one draw of 2000 points scatters by about 2 %.
-    The ratio's floor is 1.0 for a map that reaches q1; a map that does not (a coarse solver)
-    can cost less. Returns ``cost``, ``ratio``, ``w2_squared`` and ``w2_squared_se`` (the
-    standard error of that mean; 0 with one draw).
+    The ratio's floor is 1.0 for a map that reaches q1 (1: optimal transport), so closer to 1
+    is better; a map that does not reach q1 (a coarse solver) can cost less, and a ratio below
+    1 by more than twice the estimate's standard error is reported as a warning, since such a
+    low cost is no merit. Returns ``cost``, ``ratio``, ``w2_squared`` and ``w2_squared_se``
+    (the standard error of that mean; 0 with one draw).
     """
 
-    better = {"cost": "lower", "ratio": "lower"}
+    better = {"cost": "lower", "ratio": "closer to 1"}
 
     def __init__(self, *, ot_samples: int = 2000, repeats: int = 3) -> None:
         _positive("ot_samples", ot_samples)
@@ -119,7 +124,20 @@ class TransportCost:
         cost = float(_sum_sq(ctx.generated.cpu() - ctx.noise.cpu()).mean())
         floor, se = self.w2_squared(ctx)
         ratio = cost / floor if floor > 0 else math.inf
+        if floor > 0 and ratio < 1 - 2 * se / floor:
+            logger.warning(
+                f"warning: transport_cost.ratio {ratio:.3g} < 1 with {_solver_name(ctx)}: the "
+                "map costs less than optimal transport because it does not reach the data; "
+                "its cost is no merit"
+            )
         return {"cost": cost, "ratio": ratio, "w2_squared": floor, "w2_squared_se": se}
+
+
+def _solver_name(ctx: EvalContext) -> str:
+    described = getattr(ctx.solver, "describe", None)
+    if described is None:
+        return "this solver"
+    return " ".join(f"{k}={v}" for k, v in described().items())
 
 
 class GradVariance:

@@ -92,8 +92,9 @@ class Trackers:
         """The log records just read from the device (``train/loss``, ``train/lr`` and
         ``train/step_ms``, the mean time of the steps since the previous record), then the
         coupling's time per step since the previous call (``train/coupling_ms``, drawing
-        included, and ``train/coupling_waited_ms``, the part the steps waited for), at
-        ``step``."""
+        included, and ``train/coupling_waited_ms``, the part the steps waited for) and the mean
+        cost of the pairs coupled since then (``train/coupling_cost``, when the coupler
+        reports one), at ``step``."""
         if not self._active:
             return
         for record in records:
@@ -112,6 +113,8 @@ class Trackers:
                 "train/coupling_ms": 1000 * spent.coupling / steps,
                 "train/coupling_waited_ms": 1000 * spent.waited / steps,
             }
+            if spent.costed:
+                coupling["train/coupling_cost"] = spent.cost / spent.costed
             self._each(lambda t: t.log_scalars(step, coupling))
         self._flush = _Mark(step, 0.0, attrs.evolve(times))
 

@@ -342,3 +342,32 @@ def test_consistency_caches_by_metric_not_by_address(monkeypatch) -> None:
 @pytest.mark.parametrize("name", ["straightness", "transport_cost", "grad_variance", "consistency"])
 def test_metrics_are_registered(name: str) -> None:
     assert callable(create("metric", name))
+
+
+def test_transport_cost_ratio_is_better_closer_to_one_and_below_one_is_flagged(caplog) -> None:
+    from mfm_core.runner.evaluation.report import column_header
+
+    header = column_header("transport_cost.ratio", {"transport_cost.ratio": "closer to 1"})
+    assert header == "transport_cost.ratio (closer to 1 better)"
+    m = torch.tensor([3.0, -1.5])
+    for field, expected in (
+        (lambda x, t: torch.zeros_like(x), 0.0),
+        (lambda x, t: m.expand_as(x), 1.0),
+    ):
+        caplog.clear()
+        ctx = context_for_field(
+            field,
+            EulerSolver(steps=1),
+            _noise(1000),
+            source=Gaussian(shape=(2,)),
+            target=Shifted(m),
+        )
+        ratio = TransportCost(ot_samples=1000, repeats=2)(ctx)["ratio"]
+        assert ratio == pytest.approx(expected, abs=0.07)
+        warnings = [r.getMessage() for r in caplog.records]
+        if expected == 1.0:  # optimal transport itself: nothing to flag
+            assert warnings == []
+            continue
+        (warning,) = warnings
+        assert warning.startswith("warning: transport_cost.ratio 0 < 1 with solver=euler steps=1:")
+        assert "does not reach the data" in warning

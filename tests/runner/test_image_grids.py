@@ -25,3 +25,23 @@ def test_by_class_puts_the_first_images_of_class_k_in_row_k_and_white_where_miss
     grid = tile(cells, columns=2)
     assert grid.shape == (3 * 3 - 1, 2 * 3 - 1, 1)
     assert grid[0, 0, 0] == 20 and grid[6, 3, 0] == 30
+
+
+def test_class_rows_are_labelled_left_of_the_grids(tmp_path):
+    from PIL import Image
+
+    from mfm_core.runner.evaluation.images import CAPTION_HEIGHT, GAP, save_panels
+
+    pictures = np.full((6, 8, 8, 1), 255, dtype=np.uint8)  # white: only text is dark
+    save_panels(tmp_path / "plain.png", [("data", pictures)], columns=2)
+    save_panels(tmp_path / "rows.png", [("data", pictures)], 2, ["class 0", "class 1", "class 2"])
+    plain = np.asarray(Image.open(tmp_path / "plain.png").convert("L"))
+    rows = np.asarray(Image.open(tmp_path / "rows.png").convert("L"))
+    margin = rows.shape[1] - plain.shape[1]
+    assert margin > 30 and rows.shape[0] == plain.shape[0]
+    cell = 32 + 1  # 8 pixels enlarged to 32, and the white line
+    for row in range(3):
+        middle = CAPTION_HEIGHT + GAP + row * cell + cell // 2
+        band = rows[middle - 4 : middle + 4, :margin]
+        assert (band < 128).any(), f"no label left of row {row}"
+    assert (rows[:, margin:] == plain).all()  # the grids themselves are unchanged

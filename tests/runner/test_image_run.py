@@ -4,6 +4,7 @@ accumulation and coupling batches that span steps, exact resume, and `mfm sample
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mfm_core.cli import main
 from mfm_core.config import load_config
@@ -45,8 +46,11 @@ def test_image_run_writes_grids_and_uint8_samples_and_no_w2(tiny_plugin, image_c
         assert sorted(saved.files) == ["euler-1", "euler-2", "reference"]
         for name in saved.files:
             assert saved[name].dtype == np.uint8 and saved[name].shape == (4, 8, 8, 3)
+        # right of the class labels: "class 0" ... "class 3" and a gap
+        draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        left = 4 + max(math.ceil(draw.textlength(f"class {k}")) + 4 for k in range(4))
         with Image.open(run_dir / "samples.png") as picture:
-            data_panel = np.asarray(picture)[14 + 4 : 14 + 4 + 131, 4 : 4 + 32]
+            data_panel = np.asarray(picture)[14 + 4 : 14 + 4 + 131, left : left + 32]
         # each class's cell is one of the reference images, enlarged, or white (none drawn)
         enlarged = [img.repeat(4, 0).repeat(4, 1) for img in saved["reference"]]
         cells = [data_panel[33 * row : 33 * row + 32] for row in range(4)]
@@ -188,7 +192,10 @@ def test_sample_command_line(image_run, tmp_path, capsys):
         ["sample", str(image_run), "--num", "3", "--out", str(tmp_path / "o"), "--solver", "euler"]
     )
     out, _ = capsys.readouterr()
-    assert code == 0 and out.strip() == f"wrote 3 samples to {tmp_path / 'o'} (NFE 8)"
+    assert code == 0 and out.strip() == (
+        f"wrote 3 samples to {tmp_path / 'o'} (NFE 8) with the EMA weights (decay 0.9, "
+        "effective 0.1818) at step 2"
+    )
     assert len(list((tmp_path / "o").glob("*.png"))) == 3
     code = main(["sample", str(image_run), "--num", "3", "--out", "x", "--label", "9"])
     _, err = capsys.readouterr()

@@ -69,3 +69,36 @@ def test_sample_panel_titles_name_steps_and_nfe(tmp_path) -> None:
     plots.plot_samples(tmp_path / "s.png", reference, [reference] * 2, _rows(0.1)[:2])
     assert plots._label(_rows(0.1)[0]) == "euler 1 step (NFE 1)\nW2 0.400"
     assert np.asarray(Image.open(tmp_path / "s.png")).shape[1] > 900
+
+
+def test_the_paths_legend_stands_under_the_panels_not_on_the_data(tmp_path, monkeypatch) -> None:
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    paths = torch.randn(5, 50, 2)
+    plots.plot_trajectories(tmp_path / "t.png", paths, "title")
+    plots.plot_trajectories_side_by_side(
+        tmp_path / "u.png", {"a": paths.numpy(), "b": paths.numpy()}, {}
+    )
+    for fig in figures:
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        assert [t.get_text() for t in legend.get_texts()] == [
+            "noise (t = 0)",
+            "sample (t = 1)",
+            "path",
+        ]
+        box = legend.get_window_extent()
+        for ax in fig.axes:
+            assert ax.get_legend() is None
+            assert box.y1 <= ax.get_window_extent().y0  # wholly below every panel
+
+
+def test_compare_sample_panels_carry_w2(tmp_path, monkeypatch) -> None:
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    reference = np.random.default_rng(0).normal(size=(50, 2))
+    rows = _rows(0.1)[:2]
+    plots.plot_sample_grid(tmp_path / "g.png", reference, {"exact": [(r, reference) for r in rows]})
+    titles = [ax.get_title() for ax in figures[0].axes]
+    assert titles[:3] == ["data", plots._label(rows[0]), plots._label(rows[1])]
+    assert all("\nW2 " in title for title in titles[1:3])

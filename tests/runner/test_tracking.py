@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from mfm_core.errors import ConfigError
 from mfm_core.hookspecs import hookimpl
+from mfm_core.protocols import Coupling
 from mfm_core.runner.assembly.validate import validate_config
 from mfm_core.testing import isolated_registry, train_briefly, write_tiny_config
 
@@ -41,10 +43,28 @@ class Recorder:
         self.closed += 1
 
 
+class CountingCoupler:
+    """Identity pairs whose reported cost is 1, 2, 3, ... (the n-th coupling's)."""
+
+    draws_global_rng = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x0, x1):
+        self.calls += 1
+        index = torch.arange(len(x0))
+        return Coupling(i=index, j=index, cost=float(self.calls), is_permutation=True)
+
+
 class RecorderPlugin:
     @hookimpl
     def register_trackers(self, register):
         register("recorder", Recorder)
+
+    @hookimpl
+    def register_couplers(self, register):
+        register("counting", CountingCoupler)
 
 
 @pytest.fixture
@@ -66,9 +86,26 @@ def test_the_run_feeds_its_trackers_host_numbers(tmp_path, registry):
     assert first.start_step == 0 and first.closed == second.closed == 1
     assert first.scalars["train/loss"] == pytest.approx(dict(enumerate(run.losses, start=1)))
     assert set(first.scalars["train/coupling_ms"]) == {3}
+    assert "train/coupling_cost" in first.scalars  # exact reports its pairs' mean cost
     assert first.scalars["eval/euler-2/w2"] == pytest.approx({3: run.metrics["samples"][0]["w2"]})
     assert {tag for _, tag, _ in first.images} >= {"pictures/samples", "pictures/loss"}
     assert all(len(shape) == 3 and shape[2] == 3 for _, _, shape in first.images)
+
+
+def test_the_coupling_cost_is_the_mean_over_the_couplings_since_the_last_read(tmp_path, registry):
+    train_briefly(
+        'train.trackers=[{ name = "recorder" }]',
+        "coupler.name=counting",
+        "train.checkpoint_every=2",
+        "train.overlap_coupling=off",  # no coupling made ahead of the step that reads it
+        "eval.solvers=[]",
+        steps=5,
+        directory=tmp_path,
+        registry=registry,
+    )
+    (recorder,) = Recorder.made
+    # the losses are read at the checkpoints (2, 4) and at the end (5): couplings 1-2, 3-4, 5
+    assert recorder.scalars["train/coupling_cost"] == {2: 1.5, 4: 3.5, 5: 5.0}
 
 
 def test_a_failing_tracker_warns_once_and_the_run_goes_on(tmp_path, registry, caplog):

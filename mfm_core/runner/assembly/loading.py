@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import torch
 
-from mfm_core.config import Component, Config, load_config
+from mfm_core.config import Component, Config, config_from_data, load_config
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
 from mfm_core.protocols import Solver
 from mfm_core.registry import Registry
@@ -26,8 +26,9 @@ from mfm_core.runner.assembly.pipeline import (
     load_pipeline,
     resolve_device,
 )
-from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_latest
+from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from mfm_core.runner.rundir.layout import CHECKPOINTS, CONFIG_FILE, existing_run_dir
+from mfm_core.runner.rundir.weights_file import is_weights_file, read_weights_file
 from mfm_core.runner.training.objective import autocast_dtype, is_conditional, model_field
 from mfm_core.runner.training.schedules import ema_decay
 from mfm_core.schema import InvalidValue
@@ -117,28 +118,55 @@ def weights_record(state: dict[str, Any], config: Config) -> dict[str, Any]:
     }
 
 
+def checkpoint_state(run_dir: Path, step: int | None = None) -> dict[str, Any]:
+    """The checkpoint of ``step`` in ``run_dir``, read; default: the newest that loads
+    (corrupted newer ones are skipped with a warning)."""
+    directory = run_dir / CHECKPOINTS
+    if step is None:
+        state, _, problems = load_latest(directory)
+        for problem in problems:
+            warnings.warn(f"skipped {problem}", stacklevel=3)
+        return state
+    found = dict(list_checkpoints(directory))
+    if step not in found:
+        steps = ", ".join(str(s) for s in sorted(found)) or "none"
+        raise CheckpointError(
+            f"{run_dir} has no checkpoint of step {step}; its checkpoints are of steps {steps}"
+        )
+    return load_checkpoint(found[step])
+
+
 def load_run(
-    run_dir: Path, overrides: Sequence[str] = (), device: torch.device | None = None
+    run_dir: Path,
+    overrides: Sequence[str] = (),
+    device: torch.device | None = None,
+    step: int | None = None,
 ) -> Trained:
     """The config (after ``overrides``), the built pipeline and the trained model of
-    ``run_dir``: the newest checkpoint that loads (corrupted newer ones are skipped with a
-    warning), its EMA weights when the run kept them, in eval mode on ``device`` (default: the
-    run's ``train.device``)."""
-    existing_run_dir(run_dir)
-    config = load_config(run_dir / CONFIG_FILE, list(overrides))
+    ``run_dir``: the checkpoint of ``step``, by default the newest that loads (corrupted newer
+    ones are skipped with a warning), its EMA weights when the run kept them, in eval mode on
+    ``device`` (default: the run's ``train.device``). ``run_dir`` may also be a weights file
+    written by ``mfm export`` (``.safetensors``): the model is built from its config."""
+    if is_weights_file(run_dir):
+        shared = read_weights_file(run_dir)
+        if step is not None and step != shared.record.get("step"):
+            raise ConfigError(
+                f"--step {step}: {run_dir} holds the weights of step "
+                f"{shared.record.get('step')} only"
+            )
+        config = config_from_data(shared.config, list(overrides))
+        weights, record = shared.weights, shared.record
+    else:
+        existing_run_dir(run_dir)
+        config = load_config(run_dir / CONFIG_FILE, list(overrides))
+        state = checkpoint_state(run_dir, step)
+        weights, record = eval_weights(state), weights_record(state, config)
     pipeline = seeded_pipeline(config)
-    state, _, problems = load_latest(run_dir / CHECKPOINTS)
-    for problem in problems:
-        warnings.warn(f"skipped {problem}", stacklevel=2)
     model = pipeline.model
-    load_weights(model, eval_weights(state), run_dir)
+    load_weights(model, weights, run_dir)
     model.to(device or resolve_device(config.train.device)).eval()
     return Trained(
-        config=config,
-        pipeline=pipeline,
-        model=model,
-        step=int(state["step"]),
-        weights=weights_record(state, config),
+        config=config, pipeline=pipeline, model=model, step=int(record["step"]), weights=record
     )
 
 

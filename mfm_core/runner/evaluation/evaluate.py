@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def save_image_panels(
         (caption, images.by_class(images.to_uint8(x), y.numpy(), num_classes, columns))
         for caption, x, y in panels
     ]
-    images.save_panels(path, pictures, columns)
+    images.save_panels(path, pictures, columns, [f"class {k}" for k in range(num_classes)])
 
 
 def write_grid(
@@ -157,6 +158,7 @@ def evaluate(
     failing metric never loses the rest of the evaluation.
     """
     model.eval()
+    started = time.perf_counter()
     settings = config.eval
     image = images.is_image_shape(tuple(pipeline.target.shape))
     count = settings.grid if image and not pipeline.metrics else settings.num_samples
@@ -167,6 +169,7 @@ def evaluate(
     loss = final_loss(
         pipeline, model, loss_batch_size, settings.loss_batches, loss_generator, device
     )
+    seconds: dict[str, Any] = {"final_loss": round(time.perf_counter() - started, 3), "solvers": []}
 
     def make_field(labels: torch.Tensor | None) -> Field:
         labels = None if labels is None else labels.to(device)
@@ -222,6 +225,7 @@ def evaluate(
             trajectory_row = described.index(pipeline.solver.describe())
     path = None
     for index, solver in enumerate(pipeline.eval_solvers):
+        solver_started = time.perf_counter()
         result = resolve(solver, inputs.noise, inputs.labels, trajectory=index == trajectory_row)
         if index == trajectory_row:
             path = SolveResult(
@@ -240,7 +244,12 @@ def evaluate(
                     run_level[name] = _measure(name, metric, context, errors)
                 continue
             row.update(_measure(name, metric, context, errors, row_label(row)))
-        logger.info("eval " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+        seconds["solvers"].append(round(time.perf_counter() - solver_started, 3))
+        logger.info(
+            "eval "
+            + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items())
+            + f"  ({seconds['solvers'][-1]:.1f} s)"
+        )
         rows.append(row)
         generated.append(result.x1)
     if run_level:
@@ -251,7 +260,18 @@ def evaluate(
         noise = inputs.noise[: settings.trajectories]
         some = None if inputs.labels is None else inputs.labels[: settings.trajectories]
         path = resolve(pipeline.solver, noise, some, trajectory=True)
-    metrics: dict[str, Any] = {"final_loss": loss, "samples": rows, "eval": eval_record(config)}
+    seconds["total"] = round(time.perf_counter() - started, 3)
+    logger.info(
+        f"evaluation took {seconds['total']:.1f} s: final loss {seconds['final_loss']:.1f} s, "
+        f"{len(rows)} solver setting{'' if len(rows) == 1 else 's'} "
+        f"{sum(seconds['solvers']):.1f} s" + ("" if rows else " (eval.solvers = [])")
+    )
+    metrics: dict[str, Any] = {
+        "final_loss": loss,
+        "samples": rows,
+        "eval": eval_record(config),
+        "eval_seconds": seconds,
+    }
     if run_level:
         metrics["run"] = {k: v for values in run_level.values() for k, v in values.items()}
     better = directions(pipeline.metrics)

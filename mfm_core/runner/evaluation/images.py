@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,20 +73,30 @@ def by_class(images: np.ndarray, labels: np.ndarray, num_classes: int, columns: 
 
 
 def save_panels(
-    path: Path, panels: list[tuple[str, np.ndarray]], columns: int | None = None
+    path: Path,
+    panels: list[tuple[str, np.ndarray]],
+    columns: int | None = None,
+    row_labels: Sequence[str] = (),
 ) -> None:
     """Grids of uint8 images side by side, each under its caption (e.g. a solver and its
     NFE), on white; a panel is as wide as its grid or its caption. Images smaller than
     ``MIN_SIZE`` pixels are enlarged by ``upscale``; ``columns``: images per row (default:
-    square grids)."""
+    square grids); ``row_labels``: a label left of each row of the grids (e.g. its class)."""
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    grids = [(caption, tile(upscale(images), columns)) for caption, images in panels]
+    enlarged = [(caption, upscale(images)) for caption, images in panels]
+    grids = [(caption, tile(images, columns)) for caption, images in enlarged]
     widths = [max(g.shape[1], math.ceil(draw.textlength(c))) for c, g in grids]
-    width = sum(widths) + GAP * (len(grids) + 1)
+    margin = max((math.ceil(draw.textlength(label)) + GAP for label in row_labels), default=0)
+    width = margin + sum(widths) + GAP * (len(grids) + 1)
     height = max(g.shape[0] for _, g in grids) + CAPTION_HEIGHT + 2 * GAP
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    x = GAP
+    if row_labels:
+        cell = enlarged[0][1].shape[1] + 1  # a row of images and the white line below it
+        for index, label in enumerate(row_labels):
+            middle = CAPTION_HEIGHT + GAP + index * cell + cell // 2
+            draw.text((GAP, middle), label, fill="black", anchor="lm")
+    x = GAP + margin
     for (caption, grid), panel_width in zip(grids, widths, strict=True):
         draw.text((x, GAP // 2), caption, fill="black")
         canvas.paste(_pil(grid).convert("RGB"), (x, CAPTION_HEIGHT + GAP))

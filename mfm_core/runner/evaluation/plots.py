@@ -74,7 +74,7 @@ def _scatter_panel(
     ax.tick_params(labelsize=7)
 
 
-def _draw_paths(ax: Any, paths: np.ndarray, size: float, width: float, legend: bool) -> None:
+def _draw_paths(ax: Any, paths: np.ndarray, size: float, width: float) -> None:
     """Paths (T, n, 2) from noise (grey) to samples (blue), in data coordinates."""
     ax.plot(paths[:, :, 0], paths[:, :, 1], color="olive", alpha=0.25, linewidth=width)
     ax.scatter(paths[0, :, 0], paths[0, :, 1], s=size, color="grey", label="noise (t = 0)")
@@ -84,8 +84,11 @@ def _draw_paths(ax: Any, paths: np.ndarray, size: float, width: float, legend: b
     ax.set_xlabel("x[0]", fontsize=8)
     ax.set_ylabel("x[1]", fontsize=8)
     ax.tick_params(labelsize=7)
-    if legend:
-        ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
+
+
+def _paths_legend(fig: Figure, ax: Any) -> None:
+    """The legend of ``_draw_paths`` under the panels: inside one it covers paths."""
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=7)
 
 
 def _running_mean(
@@ -125,7 +128,8 @@ def plot_trajectories(path: Path, trajectory: torch.Tensor, title: str) -> None:
     paths = trajectory.float().cpu().numpy()
     fig = Figure(figsize=(4.6, 4.6), layout="constrained")
     ax = fig.subplots()
-    _draw_paths(ax, paths, size=3, width=0.6, legend=True)
+    _draw_paths(ax, paths, size=3, width=0.6)
+    _paths_legend(fig, ax)
     limits = _limits(paths.reshape(-1, 2), tail=0.0, pad=0.03)
     ax.set_xlim(limits)
     ax.set_ylim(limits)
@@ -160,9 +164,10 @@ def plot_metrics(
 ) -> bool:
     """Every metric against the NFE, one line per run (``series``: label -> rows) and
     fixed-step solver; the adaptive solver as a star at the NFE it used. ``better`` gives a
-    column's direction (``"lower"``/``"higher"``) for its title; ``floors`` a level the metric
-    cannot beat at this sample size (e.g. W2 between two draws of the data), drawn as a band.
-    Returns False (and writes nothing) when there is no metric to plot."""
+    column's direction (``"lower"``, ``"higher"``, ``"closer to 1"``) for its title;
+    ``floors`` a level the metric cannot beat at this sample size (e.g. W2 between two draws
+    of the data), drawn as a band. Returns False (and writes nothing) when there is no metric
+    to plot."""
     better = better or {}
     floors = floors or {}
     rows = [r for rows in series.values() for r in rows]
@@ -284,11 +289,12 @@ def plot_trajectories_side_by_side(
     fig = Figure(figsize=(3.6 * count, 4.0), layout="constrained")
     axes = fig.subplots(1, count, squeeze=False)[0]
     limits = _limits(np.concatenate([t.reshape(-1, 2) for t in trajectories.values()]), 0.0, 0.03)
-    for index, (ax, (label, paths)) in enumerate(zip(axes, trajectories.items(), strict=True)):
-        _draw_paths(ax, paths, size=2, width=0.5, legend=index == 0)
+    for ax, (label, paths) in zip(axes, trajectories.items(), strict=True):
+        _draw_paths(ax, paths, size=2, width=0.5)
         ax.set_title(titles.get(label, label), fontsize=8)
         ax.set_xlim(limits)
         ax.set_ylim(limits)
+    _paths_legend(fig, axes[0])
     fig.suptitle("Paths of the learned flows, noise (t = 0) to samples (t = 1)", fontsize=10)
     _save(fig, path)
 
@@ -302,7 +308,7 @@ def plot_sample_grid(
     axes = fig.subplots(len(runs), columns, squeeze=False)
     limits = _limits(reference)
     for axes_row, (label, panels) in zip(axes, runs.items(), strict=True):
-        cells = [("data", reference), *((f"{setting(r)} (NFE {r['nfe']})", x) for r, x in panels)]
+        cells = [("data", reference), *((_label(r), x) for r, x in panels)]
         for ax in axes_row:
             ax.axis("off")
         for ax, (name, points) in zip(axes_row, cells, strict=False):

@@ -26,6 +26,7 @@ from mfm_core.runner.rundir.layout import (
 )
 from mfm_core.runner.rundir.lock import LOCK_FILE, run_lock
 from mfm_core.runner.rundir.safepath import in_existing_folder
+from mfm_core.runner.rundir.weights_file import is_weights_file
 from mfm_core.runner.training.sizes import batch_sizes
 
 logger = logging.getLogger(__name__)
@@ -44,16 +45,25 @@ class Evaluation:
     pictures: list[Path]
 
 
-def eval_run(run_dir: Path, overrides: list[str], out: Path | None = None) -> Evaluation:
-    """Evaluate the newest checkpoint of ``run_dir`` again, with the run's config after
-    ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``), into ``out`` (a new
-    or empty folder) or the next ``run_dir/evals/NNNNN-eval``: metrics.json (with the
-    evaluation's settings, the weights' step and kind, and the training figures), metrics.md,
-    the plots and samples.npz. Works on a run that stopped before its own evaluation too.
+def eval_run(
+    run_dir: Path, overrides: list[str], out: Path | None = None, step: int | None = None
+) -> Evaluation:
+    """Evaluate the checkpoint of ``step`` of ``run_dir`` (default: the newest) again, with
+    the run's config after ``overrides`` (e.g. ``eval.metrics=[...]``, ``eval.solvers=[...]``),
+    into ``out`` (a new or empty folder) or the next ``run_dir/evals/NNNNN-eval``:
+    metrics.json (with the evaluation's settings, the weights' step and kind, and the training
+    figures), metrics.md, the plots and samples.npz. Works on a run that stopped before its
+    own evaluation too. ``run_dir`` may be a weights file of ``mfm export``, with ``out``.
     An evaluation that fails or is stopped removes what it wrote, and the folder it made."""
     if out is not None:
         out = in_existing_folder(out, "--out")
-    run = load_run(run_dir, overrides)
+    if is_weights_file(run_dir):
+        if out is None:
+            raise ConfigError(f"give --out, a new folder for the evaluation of {run_dir}")
+        run = load_run(run_dir, overrides, step=step)
+        with _output_directory(run_dir, out) as directory:
+            return _evaluate_again(run_dir, directory, run, overrides)
+    run = load_run(run_dir, overrides, step=step)
     with run_lock(run_dir):
         remove_stale_temporaries(run_dir)
         with _output_directory(run_dir, out) as directory:
@@ -128,8 +138,10 @@ def _evaluate_again(
 ) -> Evaluation:
     config, pipeline, model = run.config, run.pipeline, run.model
     device = next(model.parameters()).device
-    train = _training_figures(run_dir, run)
-    with run_log(run_dir):
+    # a weights file has no run directory: its figures and log go with the evaluation
+    home = directory if is_weights_file(run_dir) else run_dir
+    train = _training_figures(home, run)
+    with run_log(home):
         logger.info(f"eval {run_dir} at step {run.step} on {device} into {directory}")
         metrics, samples = evaluate(pipeline, model, config, train["coupling"], device)
         metrics["weights"] = run.weights

@@ -59,6 +59,11 @@ def next_steps(run_dir: Path, pictures: Sequence[Path]) -> str:
     lines += [
         "next:",
         f"  mfm sample {run} --num 10000 --out samples.npz   # draw more samples",
+    ]
+    if run_dir.suffix == ".safetensors":  # shared weights: no run directory to write into
+        lines.append(f"  mfm eval {run} eval.num_samples=5000 --out NEW_FOLDER   # evaluate again")
+        return "\n".join(lines)
+    lines += [
         f"  mfm eval {run} eval.num_samples=5000             # evaluate again "
         f"(into {run_dir / 'evals'})",
         f"  mfm compare {config} coupler.name=independent,exact"
@@ -98,11 +103,38 @@ def run_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         summary["train s"] = train["seconds"]
     coupling = train.get("coupling_time")
     if coupling:
-        summary["coupling ms/step (waited)"] = (
-            f"{coupling['coupling_ms']:.2f} ({coupling['waited_ms']:.2f}) over "
+        # per step, and the coupling's share of it: comparable between runs on a loaded
+        # machine, where the wall-clock seconds are not
+        summary["ms/step"] = coupling["step_ms"]
+        share = 100 * coupling["waited_ms"] / coupling["step_ms"] if coupling["step_ms"] else 0
+        summary["coupling ms/step (waited, share of step)"] = (
+            f"{coupling['coupling_ms']:.2f} ({coupling['waited_ms']:.2f}, {share:.0f} %) over "
             f"{coupling['steps']} steps"
         )
     return summary
+
+
+def overlapping_runs(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per pair of runs whose sessions overlapped in time (from their provenance):
+    they shared the machine, so their times per step are not comparable."""
+    spans = {
+        label: [
+            (s["started"], s["finished"])
+            for s in metrics.get("provenance", [])
+            if s.get("started") and s.get("finished")
+        ]
+        for label, metrics in results.items()
+    }
+    labels = list(spans)
+    lines = []
+    for index, first in enumerate(labels):
+        for second in labels[index + 1 :]:
+            if any(a0 < b1 and b0 < a1 for a0, a1 in spans[first] for b0, b1 in spans[second]):
+                lines.append(
+                    f"{first} and {second} ran at the same time: their times per step are "
+                    "not comparable"
+                )
+    return lines
 
 
 def column_header(column: str, better: Mapping[str, str]) -> str:
@@ -155,11 +187,21 @@ def terminal_summary(metrics: Mapping[str, Any]) -> str:
     header = ["solver", "NFE", *(column_header(c, better) for c in columns)]
     body = [[setting(r), fmt(r["nfe"]), *(fmt(r.get(c)) for c in columns)] for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    for line in [header, *body]:
+    for line in [header, *body] if rows else []:
         cells = [line[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
         ]
         lines.append("  " + "  ".join(cells))
+    if not rows:
+        lines.append("no solver settings evaluated (eval.solvers = [])")
+    seconds = metrics.get("eval_seconds")
+    if seconds:
+        each = ", ".join(f"{s:.1f}" for s in seconds["solvers"])
+        lines.append(
+            f"evaluation {seconds['total']:.1f} s (final loss {seconds['final_loss']:.1f} s"
+            + (f"; per solver setting {each} s" if each else "")
+            + ")"
+        )
     lines += floor_lines(metrics)
     lines += [line for line in _errors(metrics) if line]
     return "\n".join(lines)
@@ -184,6 +226,14 @@ def compare_markdown(title: str, results: Mapping[str, Mapping[str, Any]], comma
         ["run", *keys],
         [[label, *(s.get(k, math.nan) for k in keys)] for label, s in summaries.items()],
     )
+    concurrent = overlapping_runs(results)
+    if concurrent:
+        lines += [""] + [f"- {line}" for line in concurrent]
+    floors: dict[str, Any] = {}
+    for metrics in results.values():
+        floors.update(metrics.get("floors", {}))
+    first = next(iter(results.values()), {})
+    lines += [""] + floor_lines({"floors": floors, "eval": first.get("eval", {})}) if floors else []
     all_rows = [r for m in results.values() for r in m.get("samples", [])]
     settings: list[str] = []
     for row in all_rows:

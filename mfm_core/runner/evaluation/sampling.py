@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -62,11 +63,12 @@ def generate(
 
 @attrs.frozen(kw_only=True)
 class Sampled:
-    """What ``mfm sample`` wrote: ``path`` (a file, or a directory of PNG files) and the
-    solver's NFE (the mean over batches)."""
+    """What ``mfm sample`` wrote: ``path`` (a file, or a directory of PNG files), the
+    solver's NFE (the mean over batches) and the weights it used (``kind``, ``step``)."""
 
     path: Path
     nfe: int
+    weights: dict[str, Any]
 
 
 def _sample_format(out: Path, fmt: str | None, image: bool) -> str:
@@ -102,8 +104,10 @@ def sample_run(
     guidance: float | None = None,
     batch: int | None = None,
     label: int | None = None,
+    step: int | None = None,
 ) -> Sampled:
-    """Draw ``num`` samples from the newest checkpoint of ``run_dir`` with the run's
+    """Draw ``num`` samples from the checkpoint of ``step`` of ``run_dir`` (default: the
+    newest; ``run_dir`` may be a weights file of ``mfm export``) with the run's
     ``solver`` (after overrides), in batches of ``batch``, on the run's device.
 
     Vectors: ``out`` is a ``.npy`` (the array) or ``.npz`` (``samples`` and ``nfe``). Images:
@@ -121,7 +125,7 @@ def sample_run(
     if guidance is not None and not math.isfinite(guidance):
         raise ConfigError(f"--guidance must be a finite number, got {guidance}")
     resolved = in_existing_folder(out, "--out")
-    run = load_run(run_dir, overrides)
+    run = load_run(run_dir, overrides, step=step)
     config, pipeline, model = run.config, run.pipeline, run.model
     image = images.is_image_shape(tuple(pipeline.target.shape))
     fmt = _sample_format(out, fmt, image)
@@ -144,7 +148,7 @@ def sample_run(
             atomic_write(out, lambda handle: np.save(handle, array))
         else:
             atomic_write(out, lambda handle: np.savez(handle, samples=array, nfe=result.nfe))
-        return Sampled(path=out, nfe=result.nfe)
+        return Sampled(path=out, nfe=result.nfe, weights=run.weights)
     path = out if fmt == "png" or out.suffix == ".npz" else out / "samples.npz"
     if fmt == "png":
         out.mkdir(exist_ok=True)
@@ -166,7 +170,7 @@ def sample_run(
         if labels is not None:
             arrays["labels"] = labels.numpy()
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
-    return Sampled(path=path, nfe=round(sum(nfes) / len(nfes)))
+    return Sampled(path=path, nfe=round(sum(nfes) / len(nfes)), weights=run.weights)
 
 
 def _sample_labels(

@@ -55,11 +55,15 @@ def overlaps_coupling(setting: str, coupler: Any, distributed: bool) -> bool:
 @attrs.define
 class CouplingTimes:
     """Seconds spent coupling (drawing included) and seconds the step waited for pairs, summed
-    since the feed was made; with the background thread the second is the part not hidden."""
+    since the feed was made; with the background thread the second is the part not hidden.
+    Beside them, the sum of the couplings' mean pair costs (``cost``, a host number each
+    coupler computes anyway) over the ``costed`` couplings that reported one."""
 
     coupling: float = 0.0
     waited: float = 0.0
     batches: int = 0
+    cost: float = 0.0
+    costed: int = 0
 
     def since(self, earlier: CouplingTimes) -> CouplingTimes:
         """The times spent after ``earlier`` was taken (a copy of these times)."""
@@ -67,6 +71,8 @@ class CouplingTimes:
             coupling=self.coupling - earlier.coupling,
             waited=self.waited - earlier.waited,
             batches=self.batches - earlier.batches,
+            cost=self.cost - earlier.cost,
+            costed=self.costed - earlier.costed,
         )
 
 
@@ -190,6 +196,9 @@ class PairFeed:
             cond = None if cond is None else cond[order]
         self.times.coupling += time.perf_counter() - started
         self.times.batches += 1
+        if coupling.cost is not None:
+            self.times.cost += float(coupling.cost)
+            self.times.costed += 1
         return (x0, x1, cond), intact
 
     def rewind_failed_coupling(self) -> bool:
