@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mfm_core.errors import CheckpointError
-
-logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -176,25 +172,6 @@ def newest_loadable(directory: Path) -> tuple[Path, list[str]]:
             problems.append(str(exc))
     detail = "; ".join(problems) if problems else "there are none"
     raise CheckpointError(f"no usable checkpoint in {str(directory)!r}: {detail}")
-
-
-def picked_newest(directory: Path, is_main: bool, broadcast: Callable[[Any], Any]) -> str:
-    """The newest loadable checkpoint, picked by the main process (which warns of the newer
-    ones it skipped) and told to the others through ``broadcast``; every process raises
-    alike when there is none."""
-    picked: tuple[str, str] = ("", "")
-    if is_main:
-        try:
-            path, problems = newest_loadable(directory)
-            for problem in problems:
-                logger.warning(f"warning: skipped {problem}")
-            picked = ("", str(path))
-        except CheckpointError as exc:
-            picked = (str(exc), "")
-    error, path = broadcast(picked)
-    if error:
-        raise CheckpointError(error)
-    return path
 
 
 def load_latest(directory: Path) -> tuple[dict[str, Any], Path, list[str]]:

@@ -20,7 +20,7 @@ from mfm_core.runner.assembly.loading import load_weights
 from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.rundir.checkpoint import (
     load_checkpoint,
-    picked_newest,
+    newest_loadable,
     save_checkpoint,
     verified_up_to,
 )
@@ -373,7 +373,18 @@ class Trainer:
         """Continue from the newest usable checkpoint. The main process picks it and tells
         the others its path; every process then maps that file itself from the shared file
         system, so no state crosses between processes. Later log lines are dropped."""
-        path = picked_newest(self.run_dir / CHECKPOINTS, self.dist.is_main, self.dist.broadcast)
+        picked: tuple[str, str] = ("", "")
+        if self.dist.is_main:
+            try:
+                path, problems = newest_loadable(self.run_dir / CHECKPOINTS)
+                for problem in problems:
+                    logger.warning(f"warning: skipped {problem}")
+                picked = ("", str(path))
+            except CheckpointError as exc:
+                picked = (str(exc), "")
+        error, path = self.dist.broadcast(picked)
+        if error:
+            raise CheckpointError(error)
         try:
             state = load_checkpoint(path, mmap=True)
         except CheckpointError as exc:
