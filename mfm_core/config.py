@@ -104,6 +104,7 @@ class TrainConfig:
     coupling_batch: int | None = attrs.field(default=None, validator=positive)
     cond_drop: float = attrs.field(default=0.0, validator=below_one)
     overlap_coupling: Literal["auto", "on", "off"] = "auto"
+    trackers: list[Component] = attrs.field(factory=list)
 
 
 def _default_eval_solvers() -> list[Component]:

@@ -11,6 +11,7 @@ from mfm_core.couplers import (
     HeuristicCoupler,
     IndependentCoupler,
     ReflowCoupler,
+    SemiDiscreteCoupler,
     StableCoupler,
     costs,
 )
@@ -43,6 +44,7 @@ from mfm_core.paths.cond_ot import CondOTPath
 from mfm_core.paths.vp import VPPath
 from mfm_core.solvers.adaptive import Dopri5Solver
 from mfm_core.solvers.fixed_step import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
+from mfm_core.trackers.tensorboard import TensorBoardTracker
 
 
 @hookimpl
@@ -52,6 +54,7 @@ def register_couplers(register: Register) -> None:
     register("stable", StableCoupler)
     register("heuristic", HeuristicCoupler)
     register("reflow", ReflowCoupler)
+    register("semidiscrete", SemiDiscreteCoupler)
 
 
 @hookimpl
@@ -114,3 +117,8 @@ def register_metrics(register: Register) -> None:
 def register_feature_maps(register: Register) -> None:
     register("pixels", PixelFeatures)
     register("inception", InceptionFeatures)
+
+
+@hookimpl
+def register_trackers(register: Register) -> None:
+    register("tensorboard", TensorBoardTracker)

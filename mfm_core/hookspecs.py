@@ -62,3 +62,10 @@ def register_costs(register: Register) -> None:
 def register_feature_maps(register: Register) -> None:
     """Register feature maps for metrics (see ``mfm_core.protocols.FeatureMap``), e.g. the
     Inception network of FID: ``features = { name = "inception", weights = "..." }``."""
+
+
+@hookspec
+def register_trackers(register: Register) -> None:
+    """Register experiment trackers (see ``mfm_core.protocols.Tracker``): each receives a
+    run's training records, evaluation metrics and pictures, e.g. TensorBoard's event files.
+    ``train.trackers = [{ name = "tensorboard" }]``."""

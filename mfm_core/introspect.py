@@ -16,9 +16,10 @@ from typing import Any
 
 import attrs
 
+from mfm_core.protocols import TRACKER_PROVIDED
 from mfm_core.registry import Entry
 
-RUNNER_PROVIDED = frozenset({"data_shape", "features", "loader"})
+RUNNER_PROVIDED = frozenset({"data_shape", "features", "loader", *TRACKER_PROVIDED})
 """Keywords the runner passes itself; a config does not set them."""
 
 

@@ -1,5 +1,5 @@
-"""The extension points of mfm: what a coupler, path, vector field, solver, dataset, metric and
-feature map is.
+"""The extension points of mfm: what a coupler, path, vector field, solver, dataset, metric,
+feature map and tracker is.
 
 Every component a plugin registers satisfies one of these protocols. Results are small frozen
 attrs classes rather than tuples, so that new fields never break existing callers.
@@ -7,7 +7,7 @@ attrs classes rather than tuples, so that new fields never break existing caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -33,8 +33,11 @@ class Coupling:
     is_permutation: bool = False
     samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
     """The samples ``(x0, x1, cond)`` that ``i`` and ``j`` index when these are not the
-    coupler's inputs: the batch gathered from every process (``scope = "global"``), or the
-    noise with a teacher's samples in place of the data (``reflow``). ``None``: the inputs."""
+    coupler's inputs: the batch gathered from every process (``scope = "global"``), the
+    noise with a teacher's samples in place of the data (``reflow``), or the noise with the
+    whole data set (``semidiscrete``: ``x1`` of shape (N, ...), ``cond`` its N labels).
+    ``x0`` and ``x1`` may differ in length; ``cond`` belongs to ``x1``. ``None``: the
+    inputs."""
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.i, self.j))
@@ -68,11 +71,52 @@ class Coupler(Protocol):
     it false draws nothing from torch's global random generator, so the trainer may couple
     the next batch in a background thread while the current one trains
     (``train.overlap_coupling = "auto"``); the pairs are the same either way.
+
+    A coupler that needs the whole data set or keeps state across couplings also implements
+    ``StatefulCoupler`` (``prepare``, ``state_dict``, ``load_state_dict``).
     """
 
     def __call__(
         self, x0: torch.Tensor, x1: torch.Tensor, cond: torch.Tensor | None = None
     ) -> Coupling: ...
+
+
+@attrs.frozen(kw_only=True)
+class PrepareContext:
+    """What a stateful coupler is given once, before any coupling (``StatefulCoupler``).
+
+    ``source`` and ``target``: the run's noise and training data sets (the whole training
+    set, e.g. to fit one dual potential per data point). ``generator``: the coupler's own
+    random stream, seeded from ``train.seed`` alike on every process, so that work done with
+    it gives the same state on every rank of a torchrun job.
+    """
+
+    source: Dataset
+    target: Dataset
+    generator: torch.Generator
+
+
+@runtime_checkable
+class StatefulCoupler(Protocol):
+    """A coupler that needs the whole data set, or keeps state between couplings.
+
+    The runner calls ``prepare(context)`` once, when the run's components are built, before
+    any coupling. ``state_dict()`` goes into every checkpoint and ``load_state_dict(state)``
+    restores it when a run resumes (after ``prepare``), so a resumed run couples exactly as
+    an uninterrupted one. ``state_dict`` returns tensors and plain Python values (what
+    ``torch.save`` stores with ``weights_only``); every process holds the same state, and the
+    main process's copy is saved.
+
+    A coupler declares all three methods or none: the core's adapter
+    (``mfm_core.adapters.CheckedCoupler``) gives a coupler without them the defaults of a
+    stateless one (nothing to prepare, state ``{}``).
+    """
+
+    def prepare(self, context: PrepareContext) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +196,17 @@ class Dataset(Protocol):
     """
 
     shape: tuple[int, ...]
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PointSet(Protocol):
+    """A finite ``Dataset`` whose samples are the rows of ``points`` (N, *shape), drawn
+    uniformly (a points file). Couplers that need the whole data set read it from here."""
+
+    shape: tuple[int, ...]
+    points: torch.Tensor
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
 
@@ -261,3 +316,32 @@ class FeatureMap(Protocol):
     dim: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+TRACKER_PROVIDED = ("run_dir", "start_step")
+"""The keywords mfm gives every tracker's factory; a config does not set them."""
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Receives what a run records, for an experiment tracker to show (TensorBoard, MLflow,
+    W&B). Only the main process has trackers; they never see a tensor on a device, so feeding
+    them costs a step no host synchronisation.
+
+    The factory is called with the keywords ``run_dir`` (the run directory, a ``Path``) and
+    ``start_step`` (0 for a new run; the step of the checkpoint a resumed run continues from),
+    besides its own parameters. A tracker continues the tracker run it started in the same
+    ``run_dir`` (remembering its id there if it has one) and, where the library allows,
+    discards what it received after ``start_step``, which the resumed run records again.
+
+    ``log_scalars(step, values)``: named floats at a training step, e.g. ``train/loss``,
+    ``train/lr``, ``eval/euler-4/w2``. ``log_image(step, tag, image)``: an (H, W, 3) uint8
+    array. ``close()``: flush and finish; nothing is logged after it. A tracker that raises is
+    reported once and dropped; the run goes on.
+    """
+
+    def log_scalars(self, step: int, values: Mapping[str, float]) -> None: ...
+
+    def log_image(self, step: int, tag: str, image: Any) -> None: ...
+
+    def close(self) -> None: ...

@@ -36,11 +36,14 @@ HOOKS = {
     "metric": "register_metrics",
     "cost": "register_costs",
     "feature_map": "register_feature_maps",
+    "tracker": "register_trackers",
 }
 KINDS = tuple(HOOKS)
 
 FIRST_PARTY_PLUGINS = {
     ("coupler", "sinkhorn"): "mfm-coupling-sinkhorn",
+    ("tracker", "mlflow"): "mfm-tracker-mlflow",
+    ("tracker", "wandb"): "mfm-tracker-wandb",
 }
 """Components shipped as separate distributions under ``plugins/`` of the mfm repository."""
 
@@ -230,6 +233,23 @@ class Registry:
             f"Run `mfm plugins` to see every installed component.{broken}"
         )
 
+    def check(
+        self,
+        kind: str,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        path: str | None = None,
+        provided: tuple[str, ...] = (),
+    ) -> None:
+        """Check a component's table as :meth:`create` does, without building it: for a
+        component built later from what only a run has (a tracker needs the run directory),
+        so that ``mfm validate`` and the start of a run report its mistakes. ``provided``:
+        the keywords mfm gives the factory."""
+        path = path or f"$.{kind}"
+        factory = adapters.factory(kind, self.get(kind, name, path).factory)
+        _checked_params(factory, dict(params or {}), dict.fromkeys(provided), path)
+
     def create(
         self,
         kind: str,
@@ -266,15 +286,7 @@ class Registry:
                     raise ConfigError(value.message)
                 continue
             provided[key] = value
-        clash = sorted(set(params) & set(provided))
-        if clash:
-            raise ConfigError(
-                f"{path}.{clash[0]}: set by mfm from the rest of the config; remove it"
-            )
-        cls = params_class(factory, exclude=tuple(provided))
-        if cls is not None:
-            checked = structure(params, cls, path)
-            params = {a.name: getattr(checked, a.name) for a in attrs.fields(cls)}
+        params = _checked_params(factory, params, provided, path)
         token = _building.set(self)
         try:
             component = factory(**params, **provided)
@@ -289,6 +301,22 @@ class Registry:
         finally:
             _building.reset(token)
         return adapters.adapt(kind, component, entry.describe(), entry.name, params)
+
+
+def _checked_params(
+    factory: Callable[..., Any], params: dict[str, Any], provided: dict[str, Any], path: str
+) -> dict[str, Any]:
+    """``params`` structured into the factory's keyword parameters: unknown keys, missing
+    required keys and wrong types raise ConfigError naming ``path``; keys that mfm
+    ``provided`` may not be set."""
+    clash = sorted(set(params) & set(provided))
+    if clash:
+        raise ConfigError(f"{path}.{clash[0]}: set by mfm from the rest of the config; remove it")
+    cls = params_class(factory, exclude=tuple(provided))
+    if cls is None:
+        return params
+    checked = structure(params, cls, path)
+    return {a.name: getattr(checked, a.name) for a in attrs.fields(cls)}
 
 
 _building: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(

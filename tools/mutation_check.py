@@ -131,14 +131,14 @@ MUTATIONS = (
     ),
     Mutation(
         "guidance: sign of the difference flipped",
-        "mfm_core/runner/sampling.py",
+        "mfm_core/runner/training/objective.py",
         "return v_null + guidance * (v_cond - v_null)",
         "return v_cond + guidance * (v_null - v_cond)",
         GUIDANCE_TESTS,
     ),
     Mutation(
         "checkpoint: plain write instead of temporary file and rename",
-        "mfm_core/runner/checkpoint.py",
+        "mfm_core/runner/rundir/checkpoint.py",
         "    path.parent.mkdir(parents=True, exist_ok=True)\n    fd, tmp",
         "    path.parent.mkdir(parents=True, exist_ok=True)\n"
         "    with open(path, 'wb') as handle:\n        return write(handle)\n    fd, tmp",

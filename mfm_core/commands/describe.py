@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "describe", help="a component's parameters: type, default and what each one does"
     )
     parser.add_argument(
-        "kind", help="coupler, path, vector_field, solver, dataset, metric, cost or feature_map"
+        "kind",
+        help="coupler, path, vector_field, solver, dataset, metric, cost, feature_map or tracker",
     )
     parser.add_argument("name", help="the component's name, as in `mfm plugins`")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

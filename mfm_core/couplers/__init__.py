@@ -6,6 +6,7 @@ from mfm_core.couplers.exact import ExactCoupler
 from mfm_core.couplers.heuristic import HeuristicCoupler
 from mfm_core.couplers.independent import IndependentCoupler
 from mfm_core.couplers.reflow import ReflowCoupler
+from mfm_core.couplers.semidiscrete import SemiDiscreteCoupler
 from mfm_core.couplers.stable import StableCoupler
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "IndependentCoupler",
     "PairCoupler",
     "ReflowCoupler",
+    "SemiDiscreteCoupler",
     "StableCoupler",
     "cost_matrix",
     "resolve_cost",

@@ -99,7 +99,20 @@ def load_points(path: str, key: str | None = None) -> np.ndarray:
     return data
 
 
-class FileDataset:
+class Points:
+    """A finite data set (``PointSet``): the rows of ``points`` (N, ...), drawn uniformly with
+    replacement. ``sample(n, g)`` -> (n, ...) with row indices drawn from ``g``."""
+
+    def __init__(self, points: torch.Tensor) -> None:
+        self.points = points
+        self.shape = tuple(points.shape[1:])
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        rows = torch.randint(len(self.points), (n,), generator=generator)
+        return self.points[rows]
+
+
+class FileDataset(Points):
     """Rows of an (N, d) array from a file, drawn uniformly with replacement.
 
     The file is read once, at construction (see ``load_points``). ``sample(n, g)`` -> (n, d),
@@ -107,11 +120,6 @@ class FileDataset:
     """
 
     def __init__(self, *, path: str, key: str | None = None) -> None:
+        super().__init__(torch.from_numpy(load_points(path, key).astype(np.float32)))
         self.path = path
         self.key = key
-        self.points = torch.from_numpy(load_points(path, key).astype(np.float32))
-        self.shape = tuple(self.points.shape[1:])
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        rows = torch.randint(len(self.points), (n,), generator=generator)
-        return self.points[rows]

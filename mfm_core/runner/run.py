@@ -16,6 +16,7 @@ import torch
 
 from mfm_core.config import Config, load_config, to_toml_dict
 from mfm_core.errors import ConfigError, StoppedError
+from mfm_core.registry import get_registry
 from mfm_core.runner.assembly.loading import seeded_pipeline
 from mfm_core.runner.assembly.pipeline import Pipeline, resolve_device
 from mfm_core.runner.assembly.session import RunSession
@@ -35,6 +36,8 @@ from mfm_core.runner.rundir.layout import (
 )
 from mfm_core.runner.rundir.lock import run_lock
 from mfm_core.runner.rundir.outcome import recorded_outcome
+from mfm_core.runner.rundir.provenance import finish_session, session_record, start_session
+from mfm_core.runner.tracking import Trackers
 from mfm_core.runner.training.distributed import Distributed, from_environment, process_group
 from mfm_core.runner.training.loop import Trainer
 from mfm_core.runner.training.sizes import batch_sizes
@@ -87,6 +90,7 @@ def start_run(
             if env.is_main:
                 held.enter_context(run_log(run_dir))
                 held.enter_context(_recorded(session, trainer))
+            held.callback(lambda: trainer.trackers.close())
             _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
@@ -111,6 +115,7 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
             trainer.resume()  # a resume refused here leaves the recorded outcome as it was
             if env.is_main:
                 held.enter_context(_recorded(session, trainer))
+            held.callback(lambda: trainer.trackers.close())
             _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
@@ -136,6 +141,10 @@ def _train(session: RunSession, trainer: Trainer, *, progress: bool) -> None:
         # Written once the checkpoint has loaded: a resume whose overrides do not fit the run
         # leaves the run directory as it was.
         write_config(run_dir, to_toml_dict(config))
+        start_session(run_dir, session_record(session.device, env.world_size))
+        trainer.trackers = Trackers.open(
+            config.train.trackers, get_registry(), run_dir, start_step=trainer.step
+        )
         parameters = sum(p.numel() for p in trainer.model.parameters())
         processes = f" x {env.world_size} processes" if env.active else ""
         sizes = trainer.sizes
@@ -149,7 +158,11 @@ def _train(session: RunSession, trainer: Trainer, *, progress: bool) -> None:
             f"micro-batches of {sizes.micro}, coupled {coupled} at a time"
             f"{', coupling in the background' if trainer.feed.overlap else ''})"
         )
-    trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
+    try:
+        trainer.train(progress=progress, on_step=_grid_writer(session, trainer))
+    except BaseException:
+        trainer.trackers.close()
+        raise
     record = trainer.coupling_record()
     if env.is_main and record is not None:
         share = 100 * record["waited_ms"] / record["step_ms"] if record["step_ms"] else 0.0
@@ -172,6 +185,7 @@ def _grid_writer(session: RunSession, trainer: Trainer) -> Callable[[int], None]
         if step % every == 0:
             path = trainer.run_dir / GRIDS / f"step-{step:08d}.png"
             write_grid(path, pipeline, trainer.eval_model, config, trainer.device)
+            trainer.trackers.picture(step, GRIDS, path)
 
     return write
 
@@ -194,4 +208,6 @@ def _finish(session: RunSession, trainer: Trainer) -> None:
     loss = report.training_loss(read_log(session.run_dir))
     if loss is not None:
         metrics["train"]["loss"] = loss
-    write_results(session.run_dir, config, metrics, samples)
+    metrics["provenance"] = finish_session(session.run_dir)
+    pictures = write_results(session.run_dir, config, metrics, samples)
+    trainer.trackers.evaluation(trainer.step, metrics, pictures)

@@ -87,7 +87,8 @@ def check_coupler(
       no pair crosses classes (``cond[i] == cond[j]``); label -1 is a class of its own;
     - ``Coupling.pairs`` returns ``x0[i]``, ``x1[j]``, ``cond[j]``;
     - a coupling that brings its own tensors (``Coupling.samples``, e.g. the teacher's
-      samples of ``reflow``) brings ``(x0, x1, cond)`` of equal lengths, on the samples'
+      samples of ``reflow``, the whole data set of ``semidiscrete``) brings ``(x0, x1,
+      cond)`` of one sample shape (``cond`` one label per ``x1``), on the samples'
       device, requiring no grad, keeping the labels when given them (this is checked with
       labels even without ``within_class``); its indices address those tensors, and the
       determinism check compares them too;

@@ -67,3 +67,28 @@ def test_ema_warmup_reaches_the_full_decay_and_can_be_switched_off():
     assert ema_decay(config, 8989) < 0.999 and ema_decay(config, 8991) == 0.999
     off = load_config(QUICKSTART, ["train.ema=0.999", "train.ema_warmup=false"]).train
     assert ema_decay(off, 0) == 0.999
+
+
+def test_a_restored_ema_continues_as_the_uninterrupted_one():
+    """Saved after 3 updates and loaded into a fresh Ema, the average goes on by lerp (it does
+    not restart by copying the weights)."""
+    from mfm_core.runner.training.ema import Ema
+
+    config = load_config(QUICKSTART, ["train.ema=0.9", "train.ema_warmup=false"]).train
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 3)
+    whole, part = Ema(model, config), Ema(model, config)
+    for step in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        whole.update(step)
+        part.update(step)
+    restored = Ema(model, config)
+    restored.load_state_dict(part.state_dict())
+    for step in range(3, 5):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        whole.update(step)
+        restored.update(step)
+    assert torch.equal(whole.module.weight, restored.module.weight)
+    assert not torch.equal(whole.module.weight, model.weight)  # an average, not a copy

@@ -117,3 +117,12 @@ def test_npz_images_with_dropout_resume_bit_identically(tiny_plugin, tmp_path):
     resumed, whole = interrupted_and_whole(config, [], tmp_path, stop=2, end=5)
     assert [step for step, _ in whole] == list(range(1, 6))
     assert resumed == whole
+
+
+def test_a_fixed_gpu_under_torchrun_is_refused():
+    from mfm_core.errors import ConfigError
+    from mfm_core.runner.assembly.pipeline import resolve_device
+
+    with pytest.raises(ConfigError, match=r"'cuda:1' would put every torchrun process on one GPU"):
+        resolve_device("cuda:1", local_rank=0)
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")

@@ -17,7 +17,7 @@ def test_drawing_leaves_pyplot_and_the_backend_alone(tmp_path) -> None:
         "import sys, matplotlib\n"
         "matplotlib.use('svg')\n"
         "import torch\n"
-        "from mfm_core.runner import plots\n"
+        "from mfm_core.runner.evaluation import plots\n"
         f"plots.plot_loss(__import__('pathlib').Path({str(tmp_path)!r}) / 'loss.png',"
         " [{'step': i, 'loss': 1.0 / i} for i in range(1, 50)])\n"
         "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"

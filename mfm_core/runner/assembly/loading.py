@@ -70,8 +70,9 @@ def _check_labels(config: Config, pipeline: Pipeline) -> None:
         )
 
 
-def load_weights(module: torch.nn.Module, weights: dict[str, Any], run_dir: Path) -> None:
-    """Load a checkpoint's weights; a model that does not match them is a clear error."""
+def load_weights(module: Any, weights: dict[str, Any], run_dir: Path) -> None:
+    """Load a checkpoint's weights into ``module`` (anything with torch's ``load_state_dict``);
+    a model that does not match them is a clear error."""
     try:
         module.load_state_dict(weights)
     except RuntimeError as exc:

@@ -12,8 +12,17 @@ import torch
 
 from mfm_core.config import Component, Config, ConfigProblems, load_config
 from mfm_core.errors import ConfigError
-from mfm_core.protocols import Coupler, Dataset, Metric, ProbPath, Solver
+from mfm_core.protocols import (
+    TRACKER_PROVIDED,
+    Coupler,
+    Dataset,
+    Metric,
+    PrepareContext,
+    ProbPath,
+    Solver,
+)
 from mfm_core.registry import MissingService, Registry, get_registry
+from mfm_core.runner.training.distributed import COUPLER_STREAM, derived_seed
 from mfm_core.schema import converter
 
 
@@ -180,9 +189,31 @@ def build_pipeline(
             for index, spec in enumerate(config.eval.solvers if "eval" not in skip else ())
         ],
     }
+    if built["coupler"] is not None and source is not None and target is not None:
+        problems.build(lambda: built["coupler"].prepare(_prepare_context(config, source, target)))
+    # Trackers are built by the run, which has the run directory; their tables are checked now.
+    for index, spec in enumerate(config.train.trackers if "train" not in skip else ()):
+        problems.build(
+            lambda s=spec, i=index: registry.check(
+                "tracker",
+                s.name,
+                s.params,
+                path=f"$.train.trackers[{i}]",
+                provided=TRACKER_PROVIDED,
+            )
+        )
     if problems.messages:
         raise ConfigError("\n".join(problems.messages))
     return Pipeline(source=source, target=target, model=model, metrics=metrics, **built)
+
+
+def _prepare_context(config: Config, source: Dataset, target: Dataset) -> PrepareContext:
+    """What a stateful coupler is prepared with; its generator does not depend on the rank,
+    so every process of a torchrun job prepares the same state."""
+    seed = derived_seed(config.train.seed, COUPLER_STREAM, 0)
+    return PrepareContext(
+        source=source, target=target, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def load_pipeline(

@@ -152,7 +152,8 @@ EPOCH_STREAM = 1  # the permutation of each epoch of an indexed data set, shared
 FLIP_STREAM = 2  # each process's horizontal flips
 TORCH_STREAM = 3  # the global torch RNG (dropout) of each process but the first
 STEP_STREAM = 4  # each process's generator of the times and label drops of its steps
-LOADER_STREAM = 5  # each process's data loader (the base seed of its worker processes)
+COUPLER_STREAM = 5  # a stateful coupler's preparation, shared by all (the same state everywhere)
+LOADER_STREAM = 6  # each process's data loader (the base seed of its worker processes)
 
 
 def derived_seed(seed: int, stream: int, index: int) -> int:

@@ -61,6 +61,14 @@ class CouplingTimes:
     waited: float = 0.0
     batches: int = 0
 
+    def since(self, earlier: CouplingTimes) -> CouplingTimes:
+        """The times spent after ``earlier`` was taken (a copy of these times)."""
+        return CouplingTimes(
+            coupling=self.coupling - earlier.coupling,
+            waited=self.waited - earlier.waited,
+            batches=self.batches - earlier.batches,
+        )
+
 
 class _SideStream:
     """On CUDA, the background coupling runs on a stream of its own, so that its copies to the

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -19,12 +20,11 @@ from mfm_core.runner.assembly.experiment import check_resumable
 from mfm_core.runner.assembly.loading import load_weights
 from mfm_core.runner.assembly.session import RunSession
 from mfm_core.runner.rundir.checkpoint import (
-    load_checkpoint,
-    newest_loadable,
     save_checkpoint,
     verified_up_to,
 )
 from mfm_core.runner.rundir.layout import CHECKPOINTS, LOG_FILE, truncate_log
+from mfm_core.runner.tracking import Trackers
 from mfm_core.runner.training.data import target_stream
 from mfm_core.runner.training.distributed import (
     STEP_STREAM,
@@ -34,7 +34,7 @@ from mfm_core.runner.training.distributed import (
     gradient_sync,
 )
 from mfm_core.runner.training.ema import Ema
-from mfm_core.runner.training.feed import PairFeed, overlaps_coupling
+from mfm_core.runner.training.feed import CouplingTimes, PairFeed, overlaps_coupling
 from mfm_core.runner.training.losslog import FLUSH_EVERY, LossLog
 from mfm_core.runner.training.objective import (
     NULL_LABEL,
@@ -46,6 +46,7 @@ from mfm_core.runner.training.progress import progress as progress_bar
 from mfm_core.runner.training.schedules import apply_settings, lr_factor
 from mfm_core.runner.training.signals import stop_requests
 from mfm_core.runner.training.sizes import batch_sizes
+from mfm_core.runner.training.state import map_newest, rank_state, restore_rank_state
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +121,13 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # seconds of training, summed over every session of the run
         self.losses = LossLog(device, dist)
-        self.session_steps = 0  # steps and seconds trained by this process's train() call
+        # Steps, seconds and coupling times of the last call of train() on this process.
+        self.session_steps = 0
         self.session_seconds = 0.0
+        self.session_times = CouplingTimes()
         self.owned: list[Any] = []  # checkpoints this run wrote or loaded, oldest first
         self.micro_index = 0  # the micro-batch of the step being trained
+        self.trackers = Trackers()  # the run sets the configured ones on the main process
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -143,7 +147,7 @@ class Trainer:
         ``None`` before a step. A resumed run counts only the steps since it resumed."""
         if not self.session_steps:
             return None
-        times, steps = self.feed.times, self.session_steps
+        times, steps = self.session_times, self.session_steps
         return {
             "steps": steps,
             "step_ms": round(1000 * self.session_seconds / steps, 3),
@@ -205,7 +209,8 @@ class Trainer:
         """
         config, main = self.config, self.dist.is_main
         start = time.perf_counter() - self.elapsed
-        session_start = (self.step, self.elapsed)
+        session_start = (self.step, self.elapsed, attrs.evolve(self.feed.times))
+        self.trackers.start(*session_start)
         bar = progress_bar(config.steps, initial=self.step, desc="train", enabled=progress and main)
         log = open(self.run_dir / LOG_FILE, "a") if main else contextlib.nullcontext()
         stopping = False
@@ -245,6 +250,7 @@ class Trainer:
             bar.close()
         self.session_steps = self.step - session_start[0]
         self.session_seconds = self.elapsed - session_start[1]
+        self.session_times = self.feed.times.since(session_start[2])
         self.check_finite()
         if stopping:
             path = self.save()
@@ -263,6 +269,7 @@ class Trainer:
     def _flush(self, log: Any, bar: Any) -> None:
         """Write the pending log lines; raise if a loss was not finite."""
         first_bad = self.losses.flush(log)
+        self.trackers.training(self.losses.read, self.step, self.feed.times)
         last = self.losses.last
         if log is not None and last is not None:
             bar.set_postfix(loss=f"{last['loss']:.4f} (step {last['step']})", refresh=False)
@@ -292,20 +299,10 @@ class Trainer:
 
     # Train state: save and restore.
 
-    def _rank_state(self) -> dict[str, Any]:
-        state = {
-            **self.feed.state_dict(),
-            "step_generator": self.step_generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
-
     def state(self) -> dict[str, Any] | None:
         """The whole run's state on the main process (``None`` elsewhere); every process
         must call it, since each one's random state is gathered."""
-        ranks = self.dist.gather(self._rank_state())
+        ranks = self.dist.gather(rank_state(self.feed, self.step_generator, self.device))
         if not self.dist.is_main:
             return None
         state = {
@@ -316,6 +313,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "coupler": self.feed.coupler.state_dict(),
             "ranks": ranks,
         }
         if self.ema is not None:
@@ -345,53 +343,26 @@ class Trainer:
         load_weights(self.model, state["model"], self.run_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "coupler" in state:  # checkpoints of runs before stateful couplers hold none
+            self.feed.coupler.load_state_dict(state["coupler"])
         if self.ema is not None:
             if "ema" not in state:
                 raise CheckpointError(
                     f"the checkpoints of {self.run_dir} hold no EMA weights, but train.ema is "
                     "set; resume without changing train.ema"
                 )
-            load_weights(self.ema.averaged, state["ema"], self.run_dir)
-        mine = state["ranks"][self.dist.rank]
-        self.feed.load_state_dict(mine)
-        if "step_generator" in mine:
-            self.step_generator.set_state(mine["step_generator"])
-        else:
-            logger.warning(
-                "warning: the checkpoint was written by an earlier mfm that drew the times of "
-                "its steps from the coupling's generator; the resumed run draws them from a "
-                "generator of their own, so it is not the run an uninterrupted one would be"
-            )
-        torch.set_rng_state(mine["torch_rng"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda_rng"], self.device)
+            load_weights(self.ema, state["ema"], self.run_dir)
+        restore_rank_state(
+            state["ranks"][self.dist.rank], self.feed, self.step_generator, self.device
+        )
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         apply_settings(self.config, self.optimizer, self.scheduler)
 
     def resume(self) -> None:
-        """Continue from the newest usable checkpoint. The main process picks it and tells
-        the others its path; every process then maps that file itself from the shared file
-        system, so no state crosses between processes. Later log lines are dropped."""
-        picked: tuple[str, str] = ("", "")
-        if self.dist.is_main:
-            try:
-                path, problems = newest_loadable(self.run_dir / CHECKPOINTS)
-                for problem in problems:
-                    logger.warning(f"warning: skipped {problem}")
-                picked = ("", str(path))
-            except CheckpointError as exc:
-                picked = (str(exc), "")
-        error, path = self.dist.broadcast(picked)
-        if error:
-            raise CheckpointError(error)
-        try:
-            state = load_checkpoint(path, mmap=True)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"{exc}; on several nodes the run directory must be on a file system every "
-                "node reads"
-            ) from None
+        """Continue from the newest usable checkpoint (:func:`map_newest`); later log lines
+        are dropped."""
+        state, path = map_newest(self.run_dir / CHECKPOINTS, self.dist)
         self.load_state(state)
         if self.dist.is_main:
             self.owned = verified_up_to(self.run_dir / CHECKPOINTS, self.step)

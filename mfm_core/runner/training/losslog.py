@@ -28,6 +28,8 @@ class LossLog:
         self._pending: list[tuple[dict[str, Any], torch.Tensor]] = []
         self.last: dict[str, Any] | None = None
         """The newest record written, with its loss."""
+        self.read: list[dict[str, Any]] = []
+        """The records the last flush read, with their losses (for the trackers)."""
 
     def watch(self, step: int, loss: torch.Tensor, intact: torch.Tensor | None = None) -> None:
         """Note ``step`` as the first non-finite one if its loss is not and none was before;
@@ -53,11 +55,13 @@ class LossLog:
         values = packed.tolist()
         first_bad = int(values[-1])
         self.changed_seen = values[-2] > 0
+        self.read = []
         for (record, _), value in zip(pending, values[:-2], strict=True):
             if 0 <= first_bad <= record["step"]:
                 break
             record["loss"] = value
             self.last = record
+            self.read.append(record)
             if log is not None:
                 log.write(json.dumps(record) + "\n")
         if log is not None and pending:

@@ -1,4 +1,5 @@
-"""The schedules of training: the learning rate and the EMA decay, as functions of the step."""
+"""The schedules of training: the learning rate and the EMA decay, as functions of the step,
+and the settings a resumed optimizer takes from the config."""
 
 from __future__ import annotations
 

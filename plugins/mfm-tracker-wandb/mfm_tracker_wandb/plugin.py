@@ -1,0 +1,12 @@
+"""The hook mfm finds through this distribution's ``mfm.plugins`` entry point."""
+
+from __future__ import annotations
+
+from mfm_core import Register, hookimpl
+
+from mfm_tracker_wandb.tracker import WandbTracker
+
+
+@hookimpl
+def register_trackers(register: Register) -> None:
+    register("wandb", WandbTracker)
