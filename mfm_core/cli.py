@@ -112,7 +112,9 @@ def _dispatch(argv: Sequence[str], parse: Callable[[Sequence[str]], argparse.Nam
         return 130
     except Exception as exc:
         memory = _out_of_memory(exc)
-        if memory is not None and not traceback_wanted:
+        if memory is not None:
+            if traceback_wanted:
+                traceback.print_exc()
             print(f"error: {rank}{memory}", file=sys.stderr)
             return EXIT_USER_ERROR
         traceback.print_exc()

@@ -139,8 +139,8 @@ MUTATIONS = (
     Mutation(
         "checkpoint: plain write instead of temporary file and rename",
         "mfm_core/runner/rundir/checkpoint.py",
-        "    path.parent.mkdir(parents=True, exist_ok=True)\n    fd, tmp",
-        "    path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    path.parent.mkdir(exist_ok=True)\n    fd, tmp",
+        "    path.parent.mkdir(exist_ok=True)\n"
         "    with open(path, 'wb') as handle:\n        return write(handle)\n    fd, tmp",
         CHECKPOINT_TESTS,
     ),
@@ -168,15 +168,15 @@ MUTATIONS = (
     Mutation(
         "exact coupler: maximises the cost",
         "mfm_core/couplers/exact.py",
-        "cols = linear_sum_assignment(matrix)[1]",
-        "cols = linear_sum_assignment(matrix, maximize=True)[1]",
+        "rows, cols = linear_sum_assignment(matrix)",
+        "rows, cols = linear_sum_assignment(matrix, maximize=True)",
         COUPLER_TESTS,
     ),
     Mutation(
         "exact coupler: swapped arguments (the transposed assignment)",
         "mfm_core/couplers/exact.py",
-        "cols = linear_sum_assignment(matrix)[1]",
-        "cols = linear_sum_assignment(matrix.T)[1]",
+        "rows, cols = linear_sum_assignment(matrix)",
+        "rows, cols = linear_sum_assignment(matrix.T)",
         COUPLER_TESTS,
     ),
     Mutation(
@@ -377,7 +377,7 @@ MUTATIONS = (
     ),
     Mutation(
         "reliability: a coupler's SystemExit ends the process",
-        "mfm_core/adapters.py",
+        "mfm_core/adapters/coupler.py",
         "except SystemExit as exc:  # never the user's",
         "except ArithmeticError as exc:  # never the user's",
         OUTCOME_TESTS,

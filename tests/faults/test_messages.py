@@ -118,3 +118,19 @@ def test_the_suggested_commands_run_nothing_when_pasted(tmp_path):
     subprocess.run(["sh", "-c", script], cwd=tmp_path, env=subprocess_env(), check=True,
                    capture_output=True)  # fmt: skip
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--num", str(2**62)], "--num must be in 2..10,000,000"),
+        (["--num", str(10**23)], "--num must be in 2..10,000,000"),
+        (["--num", "10", "--seed", str(2**70)], "--seed must be in"),
+    ],
+)
+def test_fid_stats_counts_beyond_reason_are_refused_at_once(fast_config, tmp_path, cli, options,
+                                                            expected):  # fmt: skip
+    status, err = cli("fid-stats", fast_config, *options, "--features", "pixels",
+                      "--out", tmp_path / "ref.npz")  # fmt: skip
+    assert status == 2 and expected in one_error_line(err)
+    assert not (tmp_path / "ref.npz").exists()

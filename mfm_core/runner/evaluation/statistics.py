@@ -67,6 +67,11 @@ def _feature_spec(config: Any, features: str | None) -> tuple[Component, str]:
     return Component(name="inception"), "--features"
 
 
+MAX_REFERENCE = 10_000_000
+"""The most samples ``mfm fid-stats --num`` draws: reference statistics use about 50,000, and
+a count far beyond this would run for days rather than fail."""
+
+
 def fid_statistics(
     config_path: Path,
     overrides: list[str],
@@ -82,8 +87,8 @@ def fid_statistics(
     (required) of a generated one, drawn with ``seed``. Returns the number of samples."""
     if batch < 1:
         raise ConfigError(f"--batch must be positive, got {batch}")
-    if num is not None and num < 2:
-        raise ConfigError(f"--num must be at least 2, got {num}")
+    if num is not None and not 2 <= num <= MAX_REFERENCE:
+        raise ConfigError(f"--num must be in 2..{MAX_REFERENCE:,}, got {num}")
     if not 0 <= seed < 2**63:
         raise ConfigError(f"--seed must be in 0..2**63-1, got {seed}")
     out = in_existing_folder(out, "--out")
