@@ -22,6 +22,25 @@ from mfm_core.registry import Entry
 RUNNER_PROVIDED = frozenset({"data_shape", "features", "loader", *TRACKER_PROVIDED})
 """Keywords the runner passes itself; a config does not set them."""
 
+COMPONENT_ITSELF = frozenset({"cost"})
+"""Kinds whose registered object is the component itself (``cost(a, b)``), not a factory:
+a config names it and sets nothing."""
+
+
+def _services() -> frozenset[str]:
+    """Keywords the runner offers as services (e.g. ``load_teacher``); a config cannot set
+    them."""
+    from mfm_core.runner.assembly.loading import SERVICES
+
+    return frozenset(SERVICES)
+
+
+def plain(text: str) -> str:
+    """``text`` without reST markup: inline code in single or double backticks loses its
+    backticks, and a role such as ``:class:`~a.B``` becomes its last name, ``B``."""
+    text = re.sub(r":[\w:]+:`~?([^`]*)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    return re.sub(r"``([^`]*)``|`([^`]*)`", lambda m: m.group(1) or m.group(2) or "", text)
+
 
 @attrs.frozen(kw_only=True)
 class ParameterInfo:
@@ -92,17 +111,25 @@ def parameter_doc(doc: str, name: str) -> str:
         rf"^\s*{re.escape(name)}\s*(\([^)]*\))?\s*:\s*(.+(?:\n\s{{6,}}.+)*)", doc, re.MULTILINE
     )
     if entry:
-        return re.sub(r"\s+", " ", entry.group(2)).strip()
+        return plain(re.sub(r"\s+", " ", entry.group(2)).strip())
     marker = f"``{name}``"
-    for sentence in _sentences(doc):
+    sentences = _sentences(doc)
+    for sentence in sentences[1:]:  # the first is the component's summary
         if marker in sentence:
-            return sentence
+            return plain(sentence)
     return ""
 
 
 def component_info(entry: Entry) -> ComponentInfo:
     """The parameters of ``entry``'s factory, in signature order."""
+    from mfm_core import adapters
+
     factory = entry.factory
+    settable = entry.kind not in COMPONENT_ITSELF
+    # a coupling or solver function registered as it is: the registry calls a factory
+    # without parameters, and the function's own arguments are its inputs, not settings
+    settable = settable and adapters.factory(entry.kind, factory) is factory
+    skipped = RUNNER_PROVIDED | _services()
     signature = inspect.signature(factory)
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
@@ -116,7 +143,7 @@ def component_info(entry: Entry) -> ComponentInfo:
         if param.kind is param.VAR_KEYWORD:
             open_ended = True
             continue
-        if param.kind is param.VAR_POSITIONAL or name in RUNNER_PROVIDED:
+        if not settable or param.kind is param.VAR_POSITIONAL or name in skipped:
             continue
         required = param.default is param.empty
         parameters.append(
@@ -128,7 +155,7 @@ def component_info(entry: Entry) -> ComponentInfo:
                 doc=parameter_doc(doc, name),
             )
         )
-    summary = _sentences(doc)[0] if doc else ""
+    summary = plain(_sentences(doc)[0]) if doc else ""
     return ComponentInfo(
         kind=entry.kind,
         name=entry.name,
