@@ -108,10 +108,12 @@ def parameter_doc(doc: str, name: str) -> str:
     ``name (type): ...`` at the start of a line) if there is one, else the first sentence
     that mentions ``name`` in double backticks; ``""`` when the docstring says nothing."""
     entry = re.search(
-        rf"^\s*{re.escape(name)}\s*(\([^)]*\))?\s*:\s*(.+(?:\n\s{{6,}}.+)*)", doc, re.MULTILINE
+        rf"^([ \t]*){re.escape(name)}[ \t]*(\([^)]*\))?[ \t]*:[ \t]*(.+(?:\n\1[ \t]+\S.*)*)",
+        doc,
+        re.MULTILINE,
     )
-    if entry:
-        return plain(re.sub(r"\s+", " ", entry.group(2)).strip())
+    if entry:  # the entry's line and the lines indented deeper below it
+        return plain(re.sub(r"\s+", " ", entry.group(3)).strip())
     marker = f"``{name}``"
     sentences = _sentences(doc)
     for sentence in sentences[1:]:  # the first is the component's summary

@@ -181,8 +181,7 @@ def test_mfm_describe_and_plugins_params(capsys) -> None:
             "type": "int",
             "default": 8,
             "required": False,
-            "doc": "Integrates ``dx/dt = field(x, t)`` on [0, 1] with ``steps`` equal steps "
-            "of ``tableau``.",
+            "doc": "the number of equal steps from t = 0 to t = 1.",
         }
     ]
     assert main(["describe", "coupler", "exakt"]) == 2

@@ -100,6 +100,11 @@ class FIDMetric:
     evaluation and shared by every solver setting. ``max_samples``: at most this many
     generated and reference samples are used (FID is biased upwards at small sample sizes;
     published numbers use 50,000 samples).
+
+    Args:
+        reference_stats: an .npz of precomputed reference statistics; unset, they are computed from
+            the reference samples.
+        max_samples: the most generated and reference samples used (published FIDs use 50000).
     """
 
     better = "lower"
