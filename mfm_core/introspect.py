@@ -19,8 +19,9 @@ import attrs
 from mfm_core.protocols import TRACKER_PROVIDED
 from mfm_core.registry import Entry
 
-RUNNER_PROVIDED = frozenset({"data_shape", "features", "loader", *TRACKER_PROVIDED})
-"""Keywords the runner passes itself; a config does not set them."""
+RUNNER_PROVIDED = frozenset({"data_shape", "loader", *TRACKER_PROVIDED})
+"""Keywords the runner passes itself; a config does not set them. (A metric's ``features``
+is built by the runner too, but from the name or table the config gives, so it is listed.)"""
 
 COMPONENT_ITSELF = frozenset({"cost"})
 """Kinds whose registered object is the component itself (``cost(a, b)``), not a factory:
@@ -81,7 +82,13 @@ def _type_name(hint: Any) -> str:
     if isinstance(hint, type) and not typing.get_args(hint):
         return hint.__name__
     text = str(hint).replace("typing.", "").replace("NoneType", "None")
-    return re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    # mfm_core.protocols.FeatureMap -> FeatureMap, leaving quoted Literal values alone
+    parts = re.split(r"('[^']*')", text)
+    return "".join(
+        p if p.startswith("'") else re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", p)
+        for p in parts
+    )
 
 
 def _docstring(factory: Callable[..., Any]) -> str:

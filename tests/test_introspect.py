@@ -152,6 +152,12 @@ def test_every_builtin_parameter_has_a_plain_sentence_of_its_own() -> None:
                 if MARKUP.search(param.doc):
                     problems.append(f"{where}: reST markup: {param.doc!r}")
     assert not problems, "\n".join(problems)
+    # a metric's feature map is built by the runner, but from the config's name or table
+    fid = component_info(registry.get("metric", "fid")).parameters
+    assert (fid[0].name, fid[0].type) == ("features", "FeatureMap | None")
+    assert component_info(registry.get("cost", "l1")).parameters == ()
+    reflow = component_info(registry.get("coupler", "reflow")).parameters
+    assert [p.name for p in reflow] == ["run", "solver", "guidance"]  # no load_teacher
 
 
 def test_every_builtin_component_can_be_described() -> None:

@@ -102,6 +102,8 @@ class FIDMetric:
     published numbers use 50,000 samples).
 
     Args:
+        features: the feature map the statistics are taken in, a feature_map name or table;
+            unset, inception with its defaults.
         reference_stats: an .npz of precomputed reference statistics; unset, they are computed from
             the reference samples.
         max_samples: the most generated and reference samples used (published FIDs use 50000).

@@ -213,6 +213,8 @@ class Consistency:
     features (``features = { name = "inception", weights = "..." }``).
 
     Args:
+        features: the feature map the samples are compared in, a feature_map name or table;
+            unset, the samples themselves.
         reference_atol: the absolute error tolerance of the accurate dopri5 reference solve.
         reference_rtol: the relative error tolerance of the accurate dopri5 reference solve.
     """
