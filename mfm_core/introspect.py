@@ -19,8 +19,28 @@ import attrs
 from mfm_core.protocols import TRACKER_PROVIDED
 from mfm_core.registry import Entry
 
-RUNNER_PROVIDED = frozenset({"data_shape", "features", "loader", *TRACKER_PROVIDED})
-"""Keywords the runner passes itself; a config does not set them."""
+RUNNER_PROVIDED = frozenset({"data_shape", "loader", *TRACKER_PROVIDED})
+"""Keywords the runner passes itself; a config does not set them. (A metric's ``features``
+is built by the runner too, but from the name or table the config gives, so it is listed.)"""
+
+COMPONENT_ITSELF = frozenset({"cost"})
+"""Kinds whose registered object is the component itself (``cost(a, b)``), not a factory:
+a config names it and sets nothing."""
+
+
+def _services() -> frozenset[str]:
+    """Keywords the runner offers as services (e.g. ``load_teacher``); a config cannot set
+    them."""
+    from mfm_core.runner.assembly.loading import SERVICES
+
+    return frozenset(SERVICES)
+
+
+def plain(text: str) -> str:
+    """``text`` without reST markup: inline code in single or double backticks loses its
+    backticks, and a role such as ``:class:`~a.B``` becomes its last name, ``B``."""
+    text = re.sub(r":[\w:]+:`~?([^`]*)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    return re.sub(r"``([^`]*)``|`([^`]*)`", lambda m: m.group(1) or m.group(2) or "", text)
 
 
 @attrs.frozen(kw_only=True)
@@ -62,7 +82,13 @@ def _type_name(hint: Any) -> str:
     if isinstance(hint, type) and not typing.get_args(hint):
         return hint.__name__
     text = str(hint).replace("typing.", "").replace("NoneType", "None")
-    return re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    # mfm_core.protocols.FeatureMap -> FeatureMap, leaving quoted Literal values alone
+    parts = re.split(r"('[^']*')", text)
+    return "".join(
+        p if p.startswith("'") else re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", p)
+        for p in parts
+    )
 
 
 def _docstring(factory: Callable[..., Any]) -> str:
@@ -89,20 +115,30 @@ def parameter_doc(doc: str, name: str) -> str:
     ``name (type): ...`` at the start of a line) if there is one, else the first sentence
     that mentions ``name`` in double backticks; ``""`` when the docstring says nothing."""
     entry = re.search(
-        rf"^\s*{re.escape(name)}\s*(\([^)]*\))?\s*:\s*(.+(?:\n\s{{6,}}.+)*)", doc, re.MULTILINE
+        rf"^([ \t]*){re.escape(name)}[ \t]*(\([^)]*\))?[ \t]*:[ \t]*(.+(?:\n\1[ \t]+\S.*)*)",
+        doc,
+        re.MULTILINE,
     )
-    if entry:
-        return re.sub(r"\s+", " ", entry.group(2)).strip()
+    if entry:  # the entry's line and the lines indented deeper below it
+        return plain(re.sub(r"\s+", " ", entry.group(3)).strip())
     marker = f"``{name}``"
-    for sentence in _sentences(doc):
+    sentences = _sentences(doc)
+    for sentence in sentences[1:]:  # the first is the component's summary
         if marker in sentence:
-            return sentence
+            return plain(sentence)
     return ""
 
 
 def component_info(entry: Entry) -> ComponentInfo:
     """The parameters of ``entry``'s factory, in signature order."""
+    from mfm_core import adapters
+
     factory = entry.factory
+    settable = entry.kind not in COMPONENT_ITSELF
+    # a coupling or solver function registered as it is: the registry calls a factory
+    # without parameters, and the function's own arguments are its inputs, not settings
+    settable = settable and adapters.factory(entry.kind, factory) is factory
+    skipped = RUNNER_PROVIDED | _services()
     signature = inspect.signature(factory)
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
@@ -116,7 +152,7 @@ def component_info(entry: Entry) -> ComponentInfo:
         if param.kind is param.VAR_KEYWORD:
             open_ended = True
             continue
-        if param.kind is param.VAR_POSITIONAL or name in RUNNER_PROVIDED:
+        if not settable or param.kind is param.VAR_POSITIONAL or name in skipped:
             continue
         required = param.default is param.empty
         parameters.append(
@@ -128,7 +164,7 @@ def component_info(entry: Entry) -> ComponentInfo:
                 doc=parameter_doc(doc, name),
             )
         )
-    summary = _sentences(doc)[0] if doc else ""
+    summary = plain(_sentences(doc)[0]) if doc else ""
     return ComponentInfo(
         kind=entry.kind,
         name=entry.name,

@@ -83,6 +83,10 @@ class ExactCoupler(PairCoupler):
     :func:`choose_backend`. On a GPU the cost matrix is computed on the device and crosses
     to the CPU once, in float32 (k = 4096: 64 MiB); the indices go back to the device in one
     transfer.
+
+    Args:
+        backend: the assignment solver: "scipy" (shortest augmenting paths), "emd" or its alias
+            "pot" (POT's network simplex, needs mfm[pot]), or "auto" to pick one per call.
     """
 
     solves_on_host = True

@@ -105,6 +105,9 @@ class HeuristicCoupler(PairCoupler):
 
     A permutation: ``i = arange(k)``. Cheaper than the exact assignment and never worse
     than its random start; each sweep costs O(k^2) tensor work on the samples' device.
+
+    Args:
+        max_sweeps: the most sweeps of pairwise swaps; unset, it runs until no swap lowers the cost.
     """
 
     def __init__(

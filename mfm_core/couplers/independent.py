@@ -11,9 +11,11 @@ class IndependentCoupler(PairCoupler):
     """Keeps the random pairing as drawn: ``i = j = arange(k)``.
 
     The minibatches are independent draws, so pairing them in order is the independent
-    (uniform) plan. No cost is computed, so ``Coupling.cost`` is ``None``. ``within_class``
-    changes nothing here (each sample keeps its partner); it is accepted so every coupler
-    takes the same options.
+    (uniform) plan. No cost is computed, so ``Coupling.cost`` is ``None``.
+
+    Args:
+        within_class: accepted so that every coupler takes the same options; it changes nothing
+            here, since each sample keeps its partner.
     """
 
     draws_global_rng = False

@@ -64,6 +64,14 @@ class ReflowCoupler:
     kept, eval mode), onto the device of ``x0``. The teacher solve is deterministic, so are
     the pairs; no gradient flows through them. ``Coupling.cost`` is the mean over pairs of
     ``|Phi(x0) - x0|^2``.
+
+    Args:
+        run: the directory of the trained teacher run whose ODE solutions become the data side of
+            the pairs.
+        solver: the teacher's ODE solver, a component name or table; unset, the teacher run's own
+            solver.
+        guidance: the classifier-free guidance scale for a conditional teacher; unset, the teacher
+            run's eval.guidance.
     """
 
     is_permutation = True

@@ -87,7 +87,7 @@ class SemiDiscreteCoupler:
         batch: noise samples drawn per iteration.
         step: the step size, relative to the mean cost; it decays as 1/sqrt(1 + t/100).
         eps: soft-min temperature of the fit, relative to the mean cost (0: the hard
-            semi-dual). Pairs always use the hard argmin.
+            semi-dual), while the pairs always use the hard argmin.
         block: data points searched at a time (memory: k x block costs).
         check_draws: noise samples the convergence report counts choices over.
         """

@@ -70,6 +70,10 @@ class StableCoupler(PairCoupler):
     (``None``: run until every sample is matched, which leaves no blocking pair); samples
     still free then are paired at random. O(k^2 log k) for the rankings plus one vectorised
     round of proposals per step.
+
+    Args:
+        max_rounds: the most proposal rounds before the samples still free are paired at random;
+            unset, it runs until every sample is matched.
     """
 
     def __init__(

@@ -117,6 +117,10 @@ class FileDataset(Points):
 
     The file is read once, at construction (see ``load_points``). ``sample(n, g)`` -> (n, d),
     float32, with row indices drawn from ``g``.
+
+    Args:
+        path: the .npy, .npz or .csv file holding an (N, d) array of points.
+        key: the name of the array in an .npz file; unset, its only array.
     """
 
     def __init__(self, *, path: str, key: str | None = None) -> None:

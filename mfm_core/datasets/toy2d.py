@@ -18,6 +18,10 @@ class Gaussian:
 
     The usual noise source ``q0``, for points and for images alike; ``log_prob`` gives its
     density, which likelihood metrics need.
+
+    Args:
+        shape: the shape of one sample, e.g. [2] for points or [3, 32, 32] for images.
+        std: the standard deviation of every coordinate.
     """
 
     def __init__(self, *, shape: tuple[int, ...] = (2,), std: float = 1.0) -> None:
@@ -82,7 +86,12 @@ def _on_circle(angles: torch.Tensor) -> torch.Tensor:
 
 
 class EightGaussians(Toy2D):
-    """A mixture of 8 equal Gaussians ``N(c, std^2 I)``, centres evenly spaced on a circle."""
+    """A mixture of 8 equal Gaussians ``N(c, std^2 I)``, centres evenly spaced on a circle.
+
+    Args:
+        radius: the radius of the circle the eight centres lie on.
+        std: the standard deviation of each Gaussian.
+    """
 
     def __init__(self, *, radius: float = 4.0, std: float = 0.5) -> None:
         self.radius = _check_positive("radius", radius)
@@ -97,6 +106,9 @@ class Moons(Toy2D):
     """Two interleaving half circles of radius 2 (sklearn's moons, doubled) plus noise.
 
     The noiseless points span ``[-3, 3] x [-1.5, 1.5]``.
+
+    Args:
+        noise: the standard deviation of the Gaussian noise added to each point.
     """
 
     def __init__(self, *, noise: float = 0.1) -> None:
@@ -114,6 +126,9 @@ class Checkerboard(Toy2D):
 
     Squares have side ``2 * scale``; the square with lower-left corner ``2 * scale * (p, q)``,
     ``p, q in {-2, -1, 0, 1}``, is on when ``p + q`` is even.
+
+    Args:
+        scale: the size factor of the board; each square has side 2 * scale.
     """
 
     def __init__(self, *, scale: float = 1.0) -> None:
@@ -127,7 +142,13 @@ class Checkerboard(Toy2D):
 
 
 class Circles(Toy2D):
-    """Two concentric circles of radii ``radius`` and ``factor * radius``, equally likely."""
+    """Two concentric circles of radii ``radius`` and ``factor * radius``, equally likely.
+
+    Args:
+        radius: the radius of the outer circle.
+        factor: the inner circle's radius as a fraction of the outer one's.
+        noise: the standard deviation of the Gaussian noise added to each point.
+    """
 
     def __init__(self, *, radius: float = 3.0, factor: float = 0.5, noise: float = 0.08) -> None:
         self.radius = _check_positive("radius", radius)
@@ -148,6 +169,10 @@ class Spirals(Toy2D):
 
     ``theta = sqrt(u) * 2 pi * turns`` with u uniform, so points are roughly uniform in arc
     length; the second spiral is the first rotated by 180 degrees.
+
+    Args:
+        turns: how many turns each spiral makes.
+        noise: the standard deviation of the Gaussian noise added to each point.
     """
 
     def __init__(self, *, turns: float = 1.5, noise: float = 0.1) -> None:

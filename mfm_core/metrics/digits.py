@@ -92,6 +92,11 @@ class DigitsMetric:
     for (only for class-conditional models). Samples are clamped to [-1, 1] first, as when
     they are saved as pictures. ``max_samples`` defaults to the held-out size, so that both
     distances compare sets of equal size.
+
+    Args:
+        seed: the seed of the classifier's training and of the drawn real images.
+        epochs: how many epochs the digits classifier is trained for.
+        max_samples: how many generated samples are scored; 0 means the held-out size (359).
     """
 
     better = {"fd": "lower", "accuracy": "higher"}

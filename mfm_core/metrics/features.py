@@ -13,6 +13,10 @@ class PixelFeatures:
 
     ``dim`` is known once the first batch has been seen (it is the sample size); ``shape``
     fixes it up front.
+
+    Args:
+        shape: the sample shape, which fixes the feature width up front; unset, it is learned from
+            the first batch.
     """
 
     def __init__(self, *, shape: tuple[int, ...] | None = None) -> None:

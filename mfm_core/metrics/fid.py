@@ -100,6 +100,13 @@ class FIDMetric:
     evaluation and shared by every solver setting. ``max_samples``: at most this many
     generated and reference samples are used (FID is biased upwards at small sample sizes;
     published numbers use 50,000 samples).
+
+    Args:
+        features: the feature map the statistics are taken in, a feature_map name or table;
+            unset, inception with its defaults.
+        reference_stats: an .npz of precomputed reference statistics; unset, they are computed from
+            the reference samples.
+        max_samples: the most generated and reference samples used (published FIDs use 50000).
     """
 
     better = "lower"

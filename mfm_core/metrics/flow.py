@@ -52,6 +52,10 @@ class Straightness:
     perfectly straight flow; the adaptive row is the accurate value, the fixed-step rows say
     how straight the flow looks to that solver. Uses the first ``num_samples`` noise samples;
     the field is evaluated ``batch_size`` samples at a time.
+
+    Args:
+        num_samples: how many noise samples the trajectories start from.
+        batch_size: how many samples the field is evaluated on at a time.
     """
 
     better = "lower"
@@ -94,6 +98,11 @@ class TransportCost:
     1 by more than twice the estimate's standard error is reported as a warning, since such a
     low cost is no merit. Returns ``cost``, ``ratio``, ``w2_squared`` and ``w2_squared_se``
     (the standard error of that mean; 0 with one draw).
+
+    Args:
+        ot_samples: how many fresh source and target samples the exact-OT estimate of W2^2 uses per
+            draw.
+        repeats: how many independent draws the W2^2 estimate averages over.
     """
 
     better = {"cost": "lower", "ratio": "closer to 1"}
@@ -153,6 +162,9 @@ class GradVariance:
     time, keeping the running mean of the gradient in float32 (one value per parameter, on
     the parameters' device) and only the sum over parameters of Welford's ``M2`` (a float64
     scalar, since the metric is that sum); each tensor's update is computed in float64.
+
+    Args:
+        batches: how many fresh minibatches the gradient variance is estimated over.
     """
 
     better = "lower"
@@ -199,6 +211,12 @@ class Consistency:
     ``x^(*)`` is a ``dopri5`` solve at ``reference_atol``/``reference_rtol``, computed once per
     evaluation. The paper reports it for m-step ``midpoint`` solvers with the FID Inception
     features (``features = { name = "inception", weights = "..." }``).
+
+    Args:
+        features: the feature map the samples are compared in, a feature_map name or table;
+            unset, the samples themselves.
+        reference_atol: the absolute error tolerance of the accurate dopri5 reference solve.
+        reference_rtol: the relative error tolerance of the accurate dopri5 reference solve.
     """
 
     better = "lower"

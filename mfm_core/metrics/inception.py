@@ -304,6 +304,12 @@ class InceptionFeatures:
     ``weights``: the path of ``pt_inception-2015-12-05-6726825d.pth``; unset, the environment
     variable ``MFM_INCEPTION_WEIGHTS``. ``batch_size``: images per forward pass. ``device``:
     ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``, ...
+
+    Args:
+        weights: the path of the pytorch-fid Inception weights file; unset, the
+            MFM_INCEPTION_WEIGHTS environment variable.
+        batch_size: how many images go through the network per forward pass.
+        device: where the network runs: "auto" (CUDA when available), "cpu", "cuda:1", ...
     """
 
     dim = 2048

@@ -101,6 +101,18 @@ class NLLMetric:
     ``nll = nll_x + D ln(255 / 2)`` nats per image is an upper bound on the discrete NLL,
     tight when the density barely varies within a bin. Noise and probes come from a generator
     seeded with ``ctx.seed``, the same for every solver setting.
+
+    Args:
+        estimator: how the divergence is computed: "exact", "hutchinson", or "auto" to choose by the
+            sample size.
+        exact_max_dim: the largest sample size (values per sample) "auto" computes the divergence
+            exactly for.
+        probes: the number of Hutchinson probe vectors per sample.
+        probe_noise: the distribution of the Hutchinson probes: "rademacher" or "gaussian".
+        num_samples: how many reference samples the likelihood is averaged over.
+        batch_size: how many samples are integrated at a time; unset, all at once.
+        dequantize: whether 8-bit image samples get uniform dequantisation noise; unset, on for
+            images.
     """
 
     better = "lower"

@@ -39,6 +39,10 @@ class W2Metric:
 
     Uses the first ``min(n_generated, n_reference, max_samples)`` samples of each, since exact
     OT costs O(n^3) time and O(n^2) memory.
+
+    Args:
+        max_samples: the most generated and reference samples used, since exact OT costs O(n^3)
+            time.
     """
 
     better = "lower"

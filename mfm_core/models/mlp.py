@@ -37,6 +37,13 @@ class MLP(nn.Module):
     ``time_embedding_dim``. With ``num_classes`` set, a learned class embedding is added to it;
     ``cond=None`` (or label -1) then selects an extra "no class" embedding, so the same model
     also serves unconditional sampling. ``net`` is Linear/activation layers of widths ``hidden``.
+
+    Args:
+        hidden: the widths of the hidden layers, one number per layer.
+        time_embedding_dim: the width of the sinusoidal time embedding.
+        activation: the nonlinearity between the layers.
+        num_classes: the number of class labels for a class-conditional field; unset, the field is
+            unconditional.
     """
 
     def __init__(

@@ -185,6 +185,25 @@ class UNet(nn.Module):
     The last convolution of every residual branch and of the network starts at zero, so the
     untrained field is exactly zero. ``channel_mult = None`` takes guided-diffusion's choice
     for the image size: (1, 2, 2, 2) up to 32, (1, 2, 3, 4) at 64, (1, 1, 2, 3, 4) at 128.
+
+    Args:
+        channels: the base width (channels) of the first level; every level's width is a multiple of
+            it.
+        channel_mult: the width multiplier of each resolution level; unset, guided-diffusion's
+            choice for the image size.
+        num_res_blocks: the residual blocks per encoder level (the decoder has one more).
+        attention_resolutions: the feature-map heights (e.g. 16 for 16x16) at which self-attention
+            follows each residual block.
+        num_heads: the number of attention heads, used when head_channels is unset.
+        head_channels: the channels per attention head, which sets the number of heads from each
+            level's width instead of num_heads.
+        dropout: the dropout probability inside the residual blocks, from 0 to 1.
+        num_classes: the number of class labels for a class-conditional field; unset, the field is
+            unconditional.
+        resblock_updown: whether residual blocks do the up- and downsampling, rather than plain
+            convolutions.
+        use_scale_shift_norm: whether the time and class embedding scales and shifts the normalised
+            features, rather than being added to them.
     """
 
     def __init__(

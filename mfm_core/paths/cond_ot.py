@@ -31,6 +31,9 @@ class CondOTPath(AffinePath):
     ``s = sigma_min``; ``s = 0`` (the paper's setting) gives ``x_t = (1 - t) x0 + t x1`` and
     ``u_t = x1 - x0``. ``x0``, ``x1``: (batch, ...); ``t``: (batch,), broadcast over the
     sample dimensions.
+
+    Args:
+        sigma_min: the noise left at t = 1, between 0 (the path ends exactly at the data) and 1.
     """
 
     def __init__(self, *, sigma_min: float = 0.0) -> None:

@@ -50,6 +50,12 @@ class VPPath(AffinePath):
     ``1 - eps``: ``t`` above it is treated as ``1 - eps`` (``x_t``, ``u_t`` and the returned
     ``t`` alike). ``x0``, ``x1``: (batch, ...); ``t``: (batch,), broadcast over the sample
     dimensions.
+
+    Args:
+        beta_min: the noise rate beta at the data end of the diffusion (t = 1).
+        beta_max: the noise rate beta at the noise end of the diffusion (t = 0).
+        eps: the margin below t = 1 at which time is clamped, since the path's velocity diverges at
+            t = 1.
     """
 
     def __init__(self, *, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-5) -> None:

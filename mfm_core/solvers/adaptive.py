@@ -18,6 +18,12 @@ class Dopri5Solver:
     reported NFE counts the calls actually made, including rejected steps. A trajectory, when
     requested, is interpolated at ``trajectory_points`` evenly spaced times (which does not
     change the steps taken).
+
+    Args:
+        atol: the absolute error tolerance of the adaptive step-size control.
+        rtol: the relative error tolerance of the adaptive step-size control.
+        trajectory_points: the number of evenly spaced times a requested trajectory is interpolated
+            at; it does not change the steps taken.
     """
 
     def __init__(

@@ -62,6 +62,9 @@ class FixedStepSolver:
     Uses exactly ``steps * stages`` field evaluations. ``field`` gets ``x`` (batch, ...) and
     ``t`` (batch,) on ``x``'s device and dtype. Gradients flow if the caller enables them.
     Subclasses set ``name`` and ``tableau``.
+
+    Args:
+        steps: the number of equal steps from t = 0 to t = 1.
     """
 
     name: ClassVar[str]

@@ -67,6 +67,11 @@ class Cifar10Dataset(ImageDataset):
     ``b"data"``, uint8 rows of 3072 pixels in CHW order, and ``b"labels"`` 0..9. Items are
     ``(float32 (3, 32, 32) in [-1, 1], label)``. Only numpy arrays and plain containers are
     unpickled: a file that asks for anything else is refused.
+
+    Args:
+        root: the directory holding the CIFAR-10 python batches; unset, data.root.
+        split: which part to read: "train" (50000 images) or "test" (10000).
+        hflip: whether images are flipped left to right at random.
     """
 
     def __init__(

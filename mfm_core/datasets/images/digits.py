@@ -41,6 +41,9 @@ class DigitsDataset(ImageDataset):
     (the 359 held-out images, index ``i % 5 == 4`` in ``load_digits()``) or ``"all"``
     (1797). Items are ``(float32 (1, 8, 8) in [-1, 1], label 0..9)``, -1 for no ink and 1 for
     full ink; one grey channel. Never flipped (a mirrored digit is another shape).
+
+    Args:
+        split: which images to use: "train" (1438), "test" (359 held out) or "all" (1797).
     """
 
     def __init__(self, *, split: Literal["train", "test", "all"] = "train") -> None:

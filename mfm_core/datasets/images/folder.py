@@ -46,6 +46,11 @@ class ImageFolderDataset(ImageDataset):
     cropped to its centred square and resized to ``resolution`` with bicubic filtering (after
     box reduction when shrinking by a large factor); images already of that size are used as
     they are.
+
+    Args:
+        root: the directory of images, one subfolder per class; unset, data.root.
+        resolution: the side in pixels every image is cropped square and resized to.
+        hflip: whether images are flipped left to right at random.
     """
 
     def __init__(self, *, root: str, resolution: int, hflip: bool = True) -> None:

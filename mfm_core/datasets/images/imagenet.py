@@ -45,6 +45,14 @@ class ImageNetNpzDataset(ImageDataset):
     ``root`` is writable, else to ``$XDG_CACHE_HOME/mfm/`` (``~/.cache/mfm/``) plus a hash of
     ``root``.
     Changing a source file (its size or modification time) makes the cache convert again.
+
+    Args:
+        root: the directory holding the npz batches; unset, data.root.
+        resolution: the image size in pixels, 32 or 64.
+        split: which part to read: "train" or "val".
+        hflip: whether images are flipped left to right at random.
+        cache_dir: the directory the converted arrays are cached in; unset, .mfm-cache under root,
+            or the user cache when root is read-only.
     """
 
     def __init__(

@@ -28,6 +28,17 @@ class SinkhornCoupler(PairCoupler):
     ``reg`` the independent one. ``max_iter``, ``tol`` and ``check_every`` control the
     Sinkhorn iterations. ``cost``, ``within_class`` and ``scope`` are those of every
     pairing coupler (``mfm_core.PairCoupler``).
+
+    Args:
+        reg: the entropic regularisation: small values approach the exact coupling, large ones the
+            independent one.
+        reg_mode: how reg is measured: "relative" to the batch's mean cost, or "absolute" in cost
+            units.
+        max_iter: the most Sinkhorn iterations per batch.
+        tol: the marginal error below which the Sinkhorn iterations stop.
+        check_every: how many Sinkhorn iterations run between two convergence checks.
+        sample: how pairs are drawn from the plan: "plan" draws each noise sample's partner (data
+            samples may repeat), "permutation" a permutation that uses every sample once.
     """
 
     def __init__(

@@ -14,6 +14,9 @@ class ReverseCoupler(PairCoupler):
     A permutation (every sample used once) that ignores the samples' values, so no cost
     matrix is computed and ``Coupling.cost`` is ``None``. TOML: ``[coupler] name = "reverse"``,
     optional ``shift = 1``.
+
+    Args:
+        shift: how many places the reversed data side is rotated, 0 or more.
     """
 
     def __init__(self, *, shift: int = 0, within_class: bool = True) -> None:
