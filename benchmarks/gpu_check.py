@@ -413,7 +413,7 @@ def _trainer_run(args: argparse.Namespace, name: str, overrides: list[str], tmp:
     from mfm_core.runner.assembly.session import RunSession
     from mfm_core.runner.training.loop import Trainer
 
-    config = load_config(CONFIGS / f"{name}.toml", overrides)
+    config = load_config(CONFIGS / f"{name}.toml", [*overrides, f"train.steps={2 + args.steps}"])
     run_dir = tmp / f"run-{len(list(tmp.iterdir()))}"
     run_dir.mkdir()
     session = RunSession(
@@ -423,14 +423,15 @@ def _trainer_run(args: argparse.Namespace, name: str, overrides: list[str], tmp:
         device=torch.device(args.device),
     )
     trainer = Trainer(session)
-    for steps in (2, 2 + args.steps):
-        trainer.config = attrs.evolve(trainer.config, steps=steps)
-        trainer.train(progress=False)
+    trainer.config = attrs.evolve(config.train, steps=2)  # the warm-up, then the rest
+    trainer.train(progress=False)
+    trainer.config = config.train
+    trainer.train(progress=False)
     record = trainer.coupling_record()
     return trainer, record["step_ms"] / 1000, record
 
 
-def _sized(args: argparse.Namespace, name: str, root: Path, steps: int) -> list[str]:
+def _sized(args: argparse.Namespace, name: str, root: Path) -> list[str]:
     """The config at its per-GPU batch on the GPU, tiny on the CPU."""
     resolution = 32 if name == "imagenet32" else 64
     small = [
@@ -441,7 +442,6 @@ def _sized(args: argparse.Namespace, name: str, root: Path, steps: int) -> list[
     return [
         f"data.root={write_npz(root / name, resolution, 64 if _small(args) else 512)}",
         f"train.device={args.device}",
-        f"train.steps={steps}",  # overwritten by _trainer_run's warm-up and measurement
         "train.checkpoint_every=1000000",
         *([*small, "data.workers=0"] if _small(args) else batch),
     ]
@@ -451,7 +451,7 @@ def check_overhead(args: argparse.Namespace) -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, paper in PAPER_OVERHEAD.items():
-            base = _sized(args, name, Path(tmp), args.steps)
+            base = _sized(args, name, Path(tmp))
             times = {}
             for label, extra in (
                 ("independent", ["coupler.name=independent"]),
@@ -494,7 +494,7 @@ def check_memory(args: argparse.Namespace) -> list[Row]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            trainer, _, _ = _trainer_run(args, name, _sized(args, name, Path(tmp), 3), Path(tmp))
+            trainer, _, _ = _trainer_run(args, name, _sized(args, name, Path(tmp)), Path(tmp))
             trainer.save()
             run_dir, session = trainer.run_dir, trainer.session
             del trainer
