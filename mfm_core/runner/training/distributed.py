@@ -130,6 +130,9 @@ def process_group(env: Distributed, device: torch.device) -> Iterator[None]:
             f"another process of this run stopped, so this one cannot go on ({_first_line(exc)}); "
             "its own error is reported above or by torchrun. Resume the run once it is fixed"
         ) from None
+    # Every process reaches the end before any tears its connections down: a peer still
+    # inside a collective when this one destroys the group can abort in gloo's threads.
+    dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
     _HOST_GROUP = None
     dist.destroy_process_group()
 
