@@ -8,6 +8,7 @@ only the main process writes the run directory and evaluates.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,6 +95,7 @@ def start_run(
             _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
+        _release(trainer)
     return run_dir
 
 
@@ -119,7 +121,16 @@ def resume_run(run_dir: Path, overrides: list[str], progress: bool = True) -> Pa
             _train(session, trainer, progress=progress)
         if env.is_main:
             _finish(session, trainer)
+        _release(trainer)
     return run_dir
+
+
+def _release(trainer: Trainer) -> None:
+    """Free the trainer (its DDP wrapper holds the process group's gloo threads) while the
+    interpreter is fully alive: left to the collector at exit, a torchrun process could abort
+    there ("terminate called without an active exception") after a run that succeeded."""
+    trainer.ddp = trainer.network = None
+    gc.collect()
 
 
 @contextlib.contextmanager
