@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -350,8 +351,9 @@ def check_global(args: argparse.Namespace, fault: str = "") -> list[Row]:
         _torchrun(args, __file__, "--worker", "global"), capture_output=True, text=True, env=env
     )
     if done.returncode:
-        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-        raise RuntimeError(f"torchrun exited with {done.returncode}: {last}")
+        lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
+        said = [line for line in lines if "Error" in line or "terminate" in line] or lines
+        raise RuntimeError(f"torchrun exited with {done.returncode}: {said[-1].strip()}")
     return [Row("global", True, 0.0, done.stdout.strip().splitlines()[-1])]
 
 
@@ -395,6 +397,11 @@ def global_worker() -> int:
             torch.nn.Linear(8, 8).to(device), device_ids=None if device.type == "cpu" else [rank]
         )
         ddp(x0).pow(2).mean().backward()
+        # Free DDP (it holds the group's gloo threads) and meet before the group goes: left to
+        # the collector at exit, a process can abort ("terminate called ...").
+        del ddp
+        gc.collect()
+        dist.barrier()
         if rank == 0:
             print(
                 f"{dist.get_backend()}, {world} processes: the shares of {n} pairs form a "
