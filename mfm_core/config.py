@@ -291,13 +291,19 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """Parse TOML ``text`` read from ``where`` and check its values (depth, int64); a
+    malformed text is a ConfigError naming ``where``."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(
-            f"{path}: nested too deeply to read; a config needs a few levels"
+            f"{where}: nested too deeply to read; a config needs a few levels"
         ) from None
     check_values(data, "$")
     return data

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -110,3 +111,22 @@ def test_sample_applies_overrides_to_the_solver_of_solver(tiny_run, capsys):
         assert main(["sample", str(tiny_run), "--num", "5", "--out", out, *args]) == 0
         nfe[name] = capsys.readouterr().out.split("(NFE ")[1].split(")")[0]
     assert nfe["heun, 2 steps"] == nfe["table"] != nfe["default heun"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"mfm.config": "x = [[["}, "not valid TOML"),
+        ({"mfm.config": "x = 1", "mfm.weights": "{not json"}, "unreadable metadata"),
+    ],
+)
+def test_a_weights_file_with_broken_metadata_is_one_clear_error(tmp_path, metadata, message):
+    from safetensors.torch import save_file
+
+    from mfm_core.errors import MfmError
+    from mfm_core.runner.rundir.weights_file import read_weights_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(1)}, str(path), metadata=metadata)
+    with pytest.raises(MfmError, match=message):
+        read_weights_file(path)

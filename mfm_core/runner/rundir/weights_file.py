@@ -8,7 +8,6 @@ pickled checkpoint, and the metadata is enough to build the model again (``load_
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,9 @@ import attrs
 import tomli_w
 import torch
 
+from mfm_core.config import parse_toml
 from mfm_core.errors import CheckpointError
 from mfm_core.runner.rundir.checkpoint import atomic_write
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SUFFIX = ".safetensors"
 CONFIG_KEY = "mfm.config"
@@ -80,9 +75,16 @@ def read_weights_file(path: Path) -> SharedWeights:
             f"weights file {str(path)!r} has no mfm config in its metadata; it was not written "
             "by `mfm export`"
         )
+    try:
+        record = json.loads(metadata.get(WEIGHTS_KEY, "{}"))
+        provenance = json.loads(metadata.get(PROVENANCE_KEY, "[]"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"weights file {str(path)!r} has unreadable metadata: {exc}"
+        ) from None
     return SharedWeights(
         weights=weights,
-        config=tomllib.loads(metadata[CONFIG_KEY]),
-        record=json.loads(metadata.get(WEIGHTS_KEY, "{}")),
-        provenance=json.loads(metadata.get(PROVENANCE_KEY, "[]")),
+        config=parse_toml(metadata[CONFIG_KEY], f"the config in weights file {str(path)!r}"),
+        record=record,
+        provenance=provenance,
     )
