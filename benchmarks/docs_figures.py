@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,10 @@ IMAGE_LINK = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 
 class SectionError(Exception):
     """A section could not produce its figures (a command failed, an output is missing)."""
+
+
+class Skipped(Exception):
+    """A section that cannot run here: its blocks keep their content and their stamp."""
 
 
 class MarkerError(Exception):
@@ -130,7 +133,9 @@ class Context:
         display = ["python", f"benchmarks/{name}", *words]
         if python:
             display[0] = python
-        return self.run(display, [python or sys.executable, str(REPO / "benchmarks" / name), *words])
+        return self.run(
+            display, [python or sys.executable, str(REPO / "benchmarks" / name), *words]
+        )
 
     def where(self, path: Path) -> str:
         """``path`` as the commands show it: relative to the repository when inside it."""
@@ -433,7 +438,9 @@ def paper_ranking(compare: Path) -> str:
             "- Straightness of the flow (adaptive solver): "
             + order({n: r["straightness"] for n, r in last.items() if "straightness" in r})
             + "; its NFE: "
-            + ", ".join(f"{n} {r['nfe']}" for n, r in sorted(last.items(), key=lambda kv: kv[1]["nfe"]))
+            + ", ".join(
+                f"{n} {r['nfe']}" for n, r in sorted(last.items(), key=lambda kv: kv[1]["nfe"])
+            )
             + "."
         )
     first = {n: m["samples"][0] for n, m in runs.items()}
@@ -441,7 +448,9 @@ def paper_ranking(compare: Path) -> str:
     lines.append(f"- W2 at {label}: " + order({n: r["w2"] for n, r in first.items()}) + ".")
     if all("consistency" in r for r in first.values()):
         lines.append(
-            f"- Consistency at {label}: " + order({n: r["consistency"] for n, r in first.items()}) + "."
+            f"- Consistency at {label}: "
+            + order({n: r["consistency"] for n, r in first.items()})
+            + "."
         )
     return "\n".join(lines)
 
@@ -454,16 +463,25 @@ def find_teacher(ctx: Context) -> tuple[Path | None, str]:
     --runs with this budget's steps, else None."""
     if "paper-2d" in ctx.shared:
         compare = ctx.shared["paper-2d"]
-        return compare, f"teacher and the `exact` row: the paper-2d runs of this invocation ({ctx.where(compare)})"
+        return (
+            compare,
+            "teacher and the `exact` row: the paper-2d runs of this invocation "
+            f"({ctx.where(compare)})",
+        )
     steps = 30 if ctx.smoke else 6000
     found = []
-    for metrics in Path(ctx.args.runs).glob("*/paper-2d/*-compare-paper-2d/independent/metrics.json"):
+    for metrics in Path(ctx.args.runs).glob(
+        "*/paper-2d/*-compare-paper-2d/independent/metrics.json"
+    ):
         compare = metrics.parents[1]
         if (compare / "comparison.md").is_file() and read_json(metrics)["train"]["steps"] == steps:
             found.append(compare)
     if found:
         compare = max(found, key=lambda p: p.stat().st_mtime)
-        return compare, f"teacher and the `exact` row: an earlier paper-2d comparison ({ctx.where(compare)})"
+        return (
+            compare,
+            f"teacher and the `exact` row: an earlier paper-2d comparison ({ctx.where(compare)})",
+        )
     return None, "teacher: trained by this section (no paper-2d comparison of this budget found)"
 
 
@@ -478,11 +496,18 @@ def baselines(ctx: Context) -> dict:
     budget = smoke_2d(ctx)
     runs_arg = ["--runs", ctx.where(ctx.runs), "--quiet"]
     if compare is None:
-        teacher = ctx.mfm("run", "tomlconfigs/paper-2d.toml", "coupler.name=independent", *budget, *runs_arg)
+        teacher = ctx.mfm(
+            "run", "tomlconfigs/paper-2d.toml", "coupler.name=independent", *budget, *runs_arg
+        )
     else:
         teacher = compare / "independent"
     vp = ctx.mfm(
-        "run", "tomlconfigs/paper-2d.toml", "coupler.name=independent", "path.name=vp", *budget, *runs_arg
+        "run",
+        "tomlconfigs/paper-2d.toml",
+        "coupler.name=independent",
+        "path.name=vp",
+        *budget,
+        *runs_arg,
     )
     reflow = ctx.mfm(
         "run",
@@ -503,7 +528,9 @@ def baselines(ctx: Context) -> dict:
     metrics = {title: read_json(run / "metrics.json") for title, run in rows}
     labels = [solver_label(r) for r in metrics[rows[0][0]]["samples"]]
     header = ["run", "final loss", "grad_variance"]
-    header += [f"W2, {label}" + (" (NFE)" if not label.startswith("euler") else "") for label in labels]
+    header += [
+        f"W2, {label}" + (" (NFE)" if not label.startswith("euler") else "") for label in labels
+    ]
     header += ["straightness (adaptive)", "train s"]
     body = []
     for title, m in metrics.items():
@@ -535,6 +562,7 @@ def torchcfm(ctx: Context) -> dict:
     if probe.returncode != 0:
         raise Skipped(f"{python} cannot import torchcfm and mfm_core")
     words = ["--steps", "30"] if ctx.smoke else []
+    budget = "smoke budget: 30 steps" if ctx.smoke else "the quickstart's 6000 steps"
     out = ctx.script("vs_torchcfm.py", *words, python=python)
     lines = [line for line in out.splitlines() if line.startswith("|")]
     ratio = re.search(r"mfm / torchcfm training time: ([0-9.]+)", out)
@@ -542,12 +570,8 @@ def torchcfm(ctx: Context) -> dict:
         raise SectionError("vs_torchcfm.py printed no table")
     return {
         (RESULTS, "torchcfm"): "\n".join(lines)
-        + f"\n\nmfm trains in {ratio.group(1)} times TorchCFM's time ({'smoke budget' if ctx.smoke else 'the quickstart budget'})."
+        + f"\n\nmfm trains in {ratio.group(1)} times TorchCFM's time ({budget})."
     }
-
-
-class Skipped(Exception):
-    """A section that cannot run here: its blocks keep their content and their stamp."""
 
 
 # --- digits ----------------------------------------------------------------------------------
@@ -575,7 +599,9 @@ def digits(ctx: Context) -> dict:
         plain[name] = read_json(compare / name / "metrics.json")
         out = ctx.runs / f"guided-{name}"
         # --out: the guided evaluation lands beside the runs, not inside them
-        ctx.mfm("eval", ctx.where(compare / name), "eval.guidance=2.0", *budget, "--out", ctx.where(out))
+        ctx.mfm(
+            "eval", ctx.where(compare / name), "eval.guidance=2.0", *budget, "--out", ctx.where(out)
+        )
         guided[name] = read_json(out / "metrics.json")
     labels = [solver_label(r) for r in plain["exact"]["samples"]]
     floor = sample(plain["exact"], labels[0], "fd_real")
@@ -609,7 +635,9 @@ def digits(ctx: Context) -> dict:
     for name, title in (("exact", "Exact"), ("independent", "Independent")):
         grids.append(
             f"{title}, w = 1: "
-            + ctx.image(compare / name / "samples.png", f"digits-{name}.png", RESULTS, f"digits, {name}")
+            + ctx.image(
+                compare / name / "samples.png", f"digits-{name}.png", RESULTS, f"digits, {name}"
+            )
         )
         grids.append(
             f"{title}, w = 2: "
@@ -631,7 +659,7 @@ def digits(ctx: Context) -> dict:
             ctx.runs / "guided-exact" / "samples.png",
             "digits-exact-guided.png",
             README,
-            "digits, exact coupling, guidance 2: one row per class, data then each Euler step count",
+            "digits, exact coupling, guidance 2: one row per class, data then each step count",
         )
     )
     return {
@@ -934,7 +962,9 @@ def run_section(sec: Section, args, directory: Path, shared: dict, measured_comm
         named = {}
         for index, (f, name) in enumerate(sec.blocks):
             if f == file:
-                named[name] = stamp(sec, ctx, measured, first=index == 0) + "\n\n" + bodies[(f, name)]
+                named[name] = (
+                    stamp(sec, ctx, measured, first=index == 0) + "\n\n" + bodies[(f, name)]
+                )
         atomic_write(path, replace_blocks(path.read_text(), named, str(path)).encode())
 
 
@@ -975,7 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{sec.name}] finished in {seconds_text(time.perf_counter() - started)}", flush=True)
     print(f"docs_figures: total {seconds_text(time.perf_counter() - total)}", flush=True)
     if failed:
-        print(f"error: failed sections: {', '.join(failed)} (logs under {directory})", file=sys.stderr)
+        print(
+            f"error: failed sections: {', '.join(failed)} (logs under {directory})", file=sys.stderr
+        )
         return 1
     return 0
 
