@@ -186,6 +186,17 @@ def smoke_2d(ctx: Context, steps: int = 30) -> list[str]:
     ]
 
 
+def smoke_paper(ctx: Context) -> list[str]:
+    """paper-2d's metrics at smoke size (its W2^2 floor alone takes 17 s per run)."""
+    if not ctx.smoke:
+        return []
+    metrics = (
+        '"w2","straightness",{name="transport_cost",ot_samples=200,repeats=2},'
+        '{name="grad_variance",batches=2},"consistency","nll"'
+    )
+    return [*smoke_2d(ctx), f"eval.metrics=[{metrics}]"]
+
+
 DIGITS_EULER = [1, 2, 4, 8]
 
 
@@ -375,7 +386,7 @@ def paper_2d(ctx: Context) -> dict:
         "compare",
         "tomlconfigs/paper-2d.toml",
         f"coupler.name={PAPER_COUPLERS}",
-        *smoke_2d(ctx),
+        *smoke_paper(ctx),
         "--runs",
         ctx.where(ctx.runs),
         "--quiet",
@@ -493,7 +504,7 @@ def find_teacher(ctx: Context) -> tuple[Path | None, str]:
 def baselines(ctx: Context) -> dict:
     compare, note = find_teacher(ctx)
     ctx.notes.append(note)
-    budget = smoke_2d(ctx)
+    budget = smoke_paper(ctx)
     runs_arg = ["--runs", ctx.where(ctx.runs), "--quiet"]
     if compare is None:
         teacher = ctx.mfm(
@@ -604,7 +615,7 @@ def digits(ctx: Context) -> dict:
         )
         guided[name] = read_json(out / "metrics.json")
     labels = [solver_label(r) for r in plain["exact"]["samples"]]
-    floor = sample(plain["exact"], labels[0], "fd_real")
+    floor = sample(plain["exact"], labels[0], "digits.fd_real")
     header = [
         "solver", "NFE", "exact fd", "independent fd", "exact acc", "independent acc",
         "exact fd, w = 2", "independent fd, w = 2", "exact acc, w = 2", "independent acc, w = 2",
@@ -612,14 +623,14 @@ def digits(ctx: Context) -> dict:
     rows = []
     for label in labels:
         cells = [label, str(sample(plain["exact"], label, "nfe"))]
-        for key in ("fd", "accuracy"):
+        for key in ("digits.fd", "digits.accuracy"):
             cells += [num(sample(plain[n], label, key), 4) for n in ("exact", "independent")]
-        for key in ("fd", "accuracy"):
+        for key in ("digits.fd", "digits.accuracy"):
             cells += [num(sample(guided[n], label, key), 4) for n in ("exact", "independent")]
         rows.append(cells)
     at = "euler 2" if "euler 2" in labels else labels[-1]
-    fd = {n: sample(plain[n], at, "fd") for n in plain}
-    fd_g = {n: sample(guided[n], at, "fd") for n in guided}
+    fd = {n: sample(plain[n], at, "digits.fd") for n in plain}
+    fd_g = {n: sample(guided[n], at, "digits.fd") for n in guided}
     seconds = {n: plain[n]["train"]["seconds"] for n in plain}
     text = [
         table(header, rows),
@@ -649,11 +660,12 @@ def digits(ctx: Context) -> dict:
             )
         )
     readme = (
-        f"At {at} Euler steps, exact coupling reaches a distance of {num(fd['exact'], 3)} "
+        f"At {at.split()[-1]} Euler steps, exact coupling reaches a distance of "
+        f"{num(fd['exact'], 3)} "
         f"({fd['exact'] / floor:.1f}x the {num(floor, 3)} of real images; independent pairing "
-        f"{num(fd['independent'], 3)}) and {num(sample(plain['exact'], at, 'accuracy'), 3)} "
+        f"{num(fd['independent'], 3)}) and {num(sample(plain['exact'], at, 'digits.accuracy'), 3)} "
         f"accuracy; with guidance `eval.guidance=2`, {num(fd_g['exact'], 3)} and "
-        f"{num(sample(guided['exact'], at, 'accuracy'), 3)}. Each run trained in "
+        f"{num(sample(guided['exact'], at, 'digits.accuracy'), 3)}. Each run trained in "
         f"{seconds_text(seconds['exact'])} on a {os.cpu_count()}-core CPU.\n\n"
         + ctx.image(
             ctx.runs / "guided-exact" / "samples.png",
@@ -672,11 +684,15 @@ def digits(ctx: Context) -> dict:
 # --- semidiscrete ----------------------------------------------------------------------------
 
 
-def fit_report(run_dir: Path) -> str | None:
-    """The semidiscrete coupler's fit report, from the run's log."""
-    log = run_dir / "run.log"
-    found = re.findall(r"semidiscrete potentials: (.+)", log.read_text()) if log.is_file() else []
-    return found[-1].strip() if found else None
+def fit_run(ctx: Context, *words: str) -> tuple[Path, str | None]:
+    """``mfm-run WORDS...`` of a semidiscrete run: its directory and the coupler's fit report,
+    which the run logs to its standard error (so to this section's log)."""
+    mark = ctx.log.stat().st_size
+    run_dir = ctx.mfm("run", *words)
+    with ctx.log.open() as log:
+        log.seek(mark)
+        found = re.findall(r"semidiscrete potentials: (.+)", log.read())
+    return run_dir, (found[-1].strip() if found else None)
 
 
 @section(
@@ -694,10 +710,10 @@ def semidiscrete(ctx: Context) -> dict:
     semi_overrides = [target, *budget]
     if ctx.smoke:
         semi_overrides.append("coupler.iterations=20")
-    semi = ctx.mfm("run", "tomlconfigs/quickstart-semidiscrete.toml", *semi_overrides, *runs_arg)
+    semi, fit = fit_run(ctx, "tomlconfigs/quickstart-semidiscrete.toml", *semi_overrides, *runs_arg)
     out = {
         (RESULTS, "semidiscrete.quickstart"): semi_table(
-            {"exact (k = 256)": exact, "semidiscrete": semi}, "w2", "W2"
+            {"exact (k = 256)": exact, "semidiscrete": semi}, "w2", "W2", fit
         )
     }
     budget = digits_budget(ctx)
@@ -708,17 +724,20 @@ def semidiscrete(ctx: Context) -> dict:
     else:
         digits_exact = ctx.mfm("run", "tomlconfigs/digits.toml", *budget, *runs_arg)
     coupler = 'coupler={name="semidiscrete",iterations=' + ("5" if ctx.smoke else "500") + "}"
-    digits_semi = ctx.mfm("run", "tomlconfigs/digits.toml", coupler, *budget, *runs_arg)
+    digits_semi, fit = fit_run(ctx, "tomlconfigs/digits.toml", coupler, *budget, *runs_arg)
     out[(RESULTS, "semidiscrete.digits")] = semi_table(
         {"exact (k = 64, within class)": digits_exact, "semidiscrete (per class)": digits_semi},
+        "digits.fd",
         "fd",
-        "fd",
+        fit,
         accuracy=True,
     )
     return out
 
 
-def semi_table(runs: dict[str, Path], key: str, name: str, accuracy: bool = False) -> str:
+def semi_table(
+    runs: dict[str, Path], key: str, name: str, fit: str | None, accuracy: bool = False
+) -> str:
     metrics = {title: read_json(run / "metrics.json") for title, run in runs.items()}
     labels = [solver_label(r) for r in next(iter(metrics.values()))["samples"]]
     header = ["coupler"] + [f"{name} {label}" for label in labels]
@@ -732,19 +751,19 @@ def semi_table(runs: dict[str, Path], key: str, name: str, accuracy: bool = Fals
             r = by_solver(m)[label]
             cells.append(num(r[key], 4) + (f" ({r['nfe']})" if r["solver"] != "euler" else ""))
         if accuracy:
-            cells.append(" / ".join(num(sample(m, label, "accuracy"), 3) for label in labels))
+            cells.append(
+                " / ".join(num(sample(m, label, "digits.accuracy"), 3) for label in labels)
+            )
         cells += [num(m["final_loss"], 3), num(m["train"]["seconds"], 3)]
         body.append(cells)
     text = [table(header, body)]
-    for title, run in runs.items():
-        report = fit_report(run)
-        if report:
-            text.append(f"The {title.split()[0]} fit: {report}.")
-    floor = next(iter(metrics.values())).get("floors", {}).get(key)
+    if fit:
+        text.append(f"The semidiscrete fit: {fit}.")
+    floor = (next(iter(metrics.values())).get("floors") or {}).get(key)
     if floor is None:
-        floor = next(iter(metrics.values()))["samples"][0].get("fd_real")
+        floor = next(iter(metrics.values()))["samples"][0].get("digits.fd_real")
     if floor is not None:
-        text.append(f"Noise floor of {name} (two draws of the data): {num(floor, 3)}.")
+        text.append(f"Floor of {name} (real data against real data): {num(floor, 3)}.")
     return "\n\n".join(text)
 
 
