@@ -804,6 +804,53 @@ def transport_cost(ctx: Context) -> dict:
     }
 
 
+# --- couplers.md: what a coupling costs a run, and the exact routes ---------------------------
+
+COUPLERS = "docs/couplers.md"
+
+
+def printed_tables(out: str, what: str) -> list[str]:
+    """The Markdown tables a benchmark printed, each as one string (SectionError if none)."""
+    tables, current = [], []
+    for line in out.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    if current:
+        tables.append("\n".join(current))
+    if not tables:
+        raise SectionError(f"{what} printed no table")
+    return tables
+
+
+@section(
+    "overhead",
+    "couplers.md: time per step with exact against independent pairs (quickstart, digits)",
+    [(COUPLERS, "overhead")],
+)
+def overhead(ctx: Context) -> dict:
+    words = ["--jobs", "quickstart,digits", "--one-thread"]
+    words += ["--steps", "20", "--repeats", "1"] if ctx.smoke else ["--repeats", "3"]
+    tables = printed_tables(ctx.script("overhead.py", *words), "overhead.py")
+    if len(tables) != 2:
+        raise SectionError(f"overhead.py printed {len(tables)} tables, expected 2")
+    return {(COUPLERS, "overhead"): tables[0] + "\n\nThe floor:\n\n" + tables[1]}
+
+
+@section(
+    "exact-routes",
+    "couplers.md: other routes to the exact assignment at k = 256 (warm starts, auction)",
+    [(COUPLERS, "exact-routes")],
+)
+def exact_routes(ctx: Context) -> dict:
+    words = ["--ks", "64" if ctx.smoke else "256", "--dims", "2", "3072"]
+    words += ["--repeats", "1" if ctx.smoke else "9"]
+    tables = printed_tables(ctx.script("exact_routes.py", *words), "exact_routes.py")
+    return {(COUPLERS, "exact-routes"): tables[0]}
+
+
 # --- Blocks in files -------------------------------------------------------------------------
 
 
