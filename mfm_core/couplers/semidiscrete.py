@@ -129,7 +129,7 @@ class SemiDiscreteCoupler:
         return {
             "potentials": {key: g.cpu() for key, g in self._potentials.items()},
             "generator": None if self._generator is None else self._generator.get_state(),
-            "report": None if self.report is None else attrs.asdict(self.report),
+            "report": None if self.report is None else _timeless(self.report),
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -228,8 +228,14 @@ class SemiDiscreteCoupler:
             j=j,
             cost=float(total_cost) / len(x0),
             is_permutation=False,
-            samples=(x0, self._points, labels),
+            samples=(x0.detach(), self._points, labels),
         )
+
+
+def _timeless(report: FitReport) -> dict[str, object]:
+    """The report as saved: without its fit time, which is no state (a resumed coupler's
+    report has ``seconds = None``)."""
+    return attrs.asdict(report, filter=lambda field, _: field.name != "seconds")
 
 
 def _group_active() -> bool:
