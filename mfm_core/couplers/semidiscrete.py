@@ -138,7 +138,9 @@ class SemiDiscreteCoupler:
         self._potentials = dict(state["potentials"])
         if state["generator"] is not None:
             self._generator.set_state(state["generator"])
-        self.report = None if state["report"] is None else FitReport(**state["report"])
+        report = None if state["report"] is None else FitReport(**state["report"])
+        if self.report is None or attrs.evolve(self.report, seconds=None) != report:
+            self.report = report  # the same report but for its time keeps its time
 
     def _members(self, key: int) -> torch.Tensor | None:
         """The indices of the points of class ``key`` (``None`` for ALL: every point)."""
