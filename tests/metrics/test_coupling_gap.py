@@ -89,7 +89,7 @@ def test_the_coupler_and_the_global_random_stream_are_left_as_they_were() -> Non
     coupler.prepare(PrepareContext(source=Gaussian(shape=(2,)), target=target, generator=generator))
     noise = torch.randn(8, 2)
     coupler(noise, noise)  # fitted: its trained state
-    before = coupler.state_dict()
+    before, report = coupler.state_dict(), coupler.report
     torch.manual_seed(11)
     rng = torch.get_rng_state()
     ctx = context_for_field(
@@ -107,6 +107,7 @@ def test_the_coupler_and_the_global_random_stream_are_left_as_they_were() -> Non
     assert torch.equal(after["potentials"][-2], before["potentials"][-2])
     assert torch.equal(after["generator"], before["generator"])
     assert after["report"] == before["report"]
+    assert coupler.report == report and report.seconds is not None  # its fit time kept too
     # The same figures again: a fixed reference set and splits, from the metric's own seed.
     assert create("metric", "coupling_gap", reference_size=64)(ctx) == figures
 
