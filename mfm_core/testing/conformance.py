@@ -244,7 +244,7 @@ def check_stateful_coupler(
                 coupler.inner,
                 "is not a StatefulCoupler (prepare, state_dict, load_state_dict); check it "
                 "with check_coupler",
-                "check_stateful_coupler",
+                STATEFUL,
             )
         _prepare(coupler, _alike(context, initial), STATEFUL)
         return coupler
@@ -269,7 +269,7 @@ def check_stateful_coupler(
         state = original.state_dict()
         saved = _saved(raw, state, f"after {before} couplings")
         later = prepared()
-        later.load_state_dict(torch.load(io.BytesIO(saved), weights_only=True))
+        later.load_state_dict(_loaded(saved))
         for n, batch in enumerate(inputs[before : before + batches]):
             a, b = original(*batch), later(*batch)
             if not (_same(a, b) and a.cost == b.cost):
