@@ -2,9 +2,10 @@
 
 Everything a plugin author needs comes from here: ``hookimpl`` and ``Register`` (the hooks),
 the protocols and their result classes, ``PairCoupler`` and ``cost_matrix`` (to write a
-pairing coupler), ``InvalidValue`` (to reject a parameter) and ``check_coupler`` (to test
-one). Users build any registered component with ``create``, and train, load and sample from
-runs with ``train``, ``load_run`` and ``Run.sample`` (docs/python.md).
+pairing coupler), ``InvalidValue`` (to reject a parameter), and ``check_coupler`` and
+``check_stateful_coupler`` (to test one). Users build any registered component with
+``create``, and train, load and sample from runs with ``train``, ``load_run`` and
+``Run.sample`` (docs/python.md).
 """
 
 from mfm_core.api import Run, Samples, load_run, train
@@ -32,7 +33,7 @@ from mfm_core.protocols import (
 )
 from mfm_core.registry import Registry, create, get_registry
 from mfm_core.schema import InvalidValue
-from mfm_core.testing.conformance import check_coupler
+from mfm_core.testing.conformance import check_coupler, check_stateful_coupler
 
 __version__ = "0.1.0"
 
@@ -64,6 +65,7 @@ __all__ = [
     "Tracker",
     "VectorFieldNet",
     "check_coupler",
+    "check_stateful_coupler",
     "cost_matrix",
     "create",
     "get_registry",

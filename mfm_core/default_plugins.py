@@ -31,6 +31,7 @@ from mfm_core.datasets.toy2d import (
     Spirals,
 )
 from mfm_core.hookspecs import Register, hookimpl
+from mfm_core.metrics.coupling import CouplingGap
 from mfm_core.metrics.digits import DigitsMetric
 from mfm_core.metrics.features import PixelFeatures
 from mfm_core.metrics.fid import FIDMetric
@@ -111,6 +112,7 @@ def register_metrics(register: Register) -> None:
     register("nll", NLLMetric)
     register("bpd", BPDMetric)
     register("digits", DigitsMetric)
+    register("coupling_gap", CouplingGap)
 
 
 @hookimpl

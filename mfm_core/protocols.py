@@ -252,7 +252,11 @@ class EvalContext:
 
     ``source`` and ``target`` are the run's data sets, to draw more samples from; ``loss(g)``
     is the training loss on a fresh minibatch coupled by the run's coupler (differentiable
-    with respect to ``model``'s parameters, batch drawn from generator ``g``). ``seed``: the
+    with respect to ``model``'s parameters, batch drawn from generator ``g``). ``coupler``
+    is that coupler as the trainer calls it (adapted, so it has ``state_dict`` and
+    ``load_state_dict`` even when stateless), in its trained state; a metric that couples
+    gives it back its ``state_dict()`` afterwards. ``coupling_batch``: the samples the
+    trainer coupled at a time (per process). ``seed``: the
     evaluation seed; metrics derive their own randomness from it. ``cache``: a dict shared by
     every solver setting of one evaluation, for work that does not depend on the solver (keep
     keys prefixed with the metric's name).
@@ -275,6 +279,8 @@ class EvalContext:
     source: Dataset | None = None
     target: Dataset | None = None
     loss: Callable[[torch.Generator], torch.Tensor] | None = None
+    coupler: Coupler | None = None
+    coupling_batch: int | None = None
     device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
     seed: int = 0
     cache: dict[str, Any] = attrs.field(factory=dict)

@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from mfm_core import Coupling, PairCoupler, check_coupler, create
+from mfm_core import (
+    Coupling,
+    PairCoupler,
+    PrepareContext,
+    check_coupler,
+    check_stateful_coupler,
+    create,
+)
+from mfm_core.couplers import SemiDiscreteCoupler
+from mfm_core.datasets.file import Points
+from mfm_core.datasets.toy2d import Checkerboard, Gaussian
 from mfm_core.testing import isolated_registry, train_briefly
 
 
@@ -216,3 +226,110 @@ def test_mfm_train_fixture_runs_in_fresh_directories(mfm_train) -> None:
     first = mfm_train(steps=1)
     second = mfm_train("coupler.name=stable", steps=1)
     assert first.run_dir != second.run_dir and len(second.losses) == 1
+
+
+# Stateful couplers: check_stateful_coupler, and check_coupler given a context.
+
+
+def _context(points: int = 120, classes: int | None = None) -> PrepareContext:
+    target = Points(Checkerboard().sample(points, torch.Generator().manual_seed(1)))
+    if classes is not None:
+        labels = torch.arange(points) % classes
+        target = _Labelled(target.points + 4.0 * labels[:, None].float(), labels, classes)
+    generator = torch.Generator().manual_seed(5)
+    return PrepareContext(source=Gaussian(shape=(2,)), target=target, generator=generator)
+
+
+class _Labelled:
+    """A finite labelled data set (``IndexedDataset``)."""
+
+    hflip = False
+
+    def __init__(self, points: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+        self.points, self.labels, self.num_classes = points, labels, num_classes
+        self.shape = tuple(points.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.points[index], int(self.labels[index])
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.points[torch.randint(len(self.points), (n,), generator=generator)]
+
+
+def _semidiscrete() -> SemiDiscreteCoupler:
+    return SemiDiscreteCoupler(iterations=30, batch=128, check_draws=256)
+
+
+@pytest.mark.parametrize("classes", [None, 3])
+def test_semidiscrete_keeps_the_stateful_promises(classes: int | None) -> None:
+    check_stateful_coupler(_semidiscrete, _context(classes=classes))
+
+
+def test_check_coupler_says_a_stateful_coupler_is_checked_prepared() -> None:
+    with pytest.raises(AssertionError, match="StatefulCoupler: it couples only once prepared"):
+        check_coupler(_semidiscrete())
+    check_coupler(_semidiscrete(), context=_context())
+
+
+class _Shuffler:
+    """Stateful: a random pairing from its own generator, and a count of its couplings.
+    ``mistake`` breaks one rule."""
+
+    is_permutation = True
+
+    def __init__(self, mistake: str = "") -> None:
+        self.mistake = mistake
+
+    def prepare(self, context: PrepareContext) -> None:
+        self.generator = context.generator
+        self.count = torch.zeros((), dtype=torch.long)
+
+    def state_dict(self) -> dict:
+        state = {"count": self.count if self.mistake == "live" else self.count.clone()}
+        if self.mistake != "forgets-generator":
+            state["generator"] = self.generator.get_state()
+        if self.mistake == "unsafe":
+            state["when"] = __import__("datetime").date(2026, 1, 1)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"].clone()
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
+    def __call__(self, x0, x1, cond=None):
+        if x0.shape != x1.shape:
+            raise ValueError("shapes")
+        self.count += 1  # in place: a live tensor in a saved state would change with it
+        j = torch.randperm(len(x0), generator=self.generator) if cond is None else None
+        if j is None:  # within each class
+            j = torch.arange(len(x0))
+            for label in cond.unique():
+                members = torch.nonzero(cond == label).flatten()
+                j[members] = members[torch.randperm(len(members), generator=self.generator)]
+        return torch.arange(len(x0)), j
+
+
+def test_a_sound_stateful_coupler_passes() -> None:
+    check_stateful_coupler(_Shuffler, _context())
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("live", r"check_stateful_coupler\(_Shuffler\): snapshot: .* changed"),
+        ("forgets-generator", r"resume: .* couples batch 1 after it differently"),
+        ("unsafe", r"weights_only: .*torch.load\(weights_only=True\).*Unpickl"),
+    ],
+)
+def test_broken_stateful_couplers_are_caught(mistake: str, message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_stateful_coupler(lambda: _Shuffler(mistake), _context())
+
+
+def test_a_stateless_coupler_is_not_checked_as_a_stateful_one() -> None:
+    with pytest.raises(AssertionError, match="is not a StatefulCoupler"):
+        check_stateful_coupler(lambda: create("coupler", "exact"), _context())

@@ -290,6 +290,21 @@ def test_the_check_coupler_example_of_the_docs_runs_and_catches_a_broken_coupler
         exec(compile(broken, str(PLUGINS_MD), "exec"), {})
 
 
+def test_the_check_stateful_coupler_example_of_the_docs_runs_and_catches_a_broken_state():
+    code = _python_block(PLUGINS_MD.read_text(), "check_stateful_coupler(lambda")
+    exec(compile(code, str(PLUGINS_MD), "exec"), {})  # passes: no AssertionError
+    timed = code.replace("lambda: SemiDiscreteCoupler(", "lambda: Timed(") + "\n"
+    timed = timed.replace(
+        "\ncheck_stateful_coupler(",
+        "\nclass Timed(SemiDiscreteCoupler):\n"
+        "    def state_dict(self):  # a time in the state: two alike couplers differ\n"
+        "        return {**super().state_dict(), 'saved_at': __import__('time').perf_counter()}\n"
+        "\ncheck_stateful_coupler(",
+    )
+    with pytest.raises(AssertionError, match="alike: two couplers prepared alike"):
+        exec(compile(timed, str(PLUGINS_MD), "exec"), {})
+
+
 def test_the_twenty_line_plugin_of_the_docs_trains_by_name(tmp_path):
     text = PLUGINS_MD.read_text()
     code = _python_block(text, 'register("sorted", sorted_pairs)')

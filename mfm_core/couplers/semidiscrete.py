@@ -6,9 +6,11 @@ fit: ``mfm_core.couplers.semidual``).
 from __future__ import annotations
 
 import logging
+import threading
 
 import attrs
 import torch
+import torch.distributed as dist
 
 from mfm_core.adapters import check_inputs
 from mfm_core.couplers.costs import resolve_cost
@@ -57,12 +59,15 @@ class SemiDiscreteCoupler:
 
     Stateful (``StatefulCoupler``): ``prepare`` keeps the source and every point of the
     target; the potentials are fitted at the first coupling, on the device of its samples,
-    from the preparation's generator (the same on every process, so every rank holds the same
-    potentials), and are part of the checkpoint. With labels and ``within_class``, each
-    class has potentials of its own against the same noise: a noise sample at a position of
-    class c (the loader's label there, so the classes keep the data's frequencies) is paired
-    within class c. Without labels, or with ``within_class`` off, over the whole set.
-    ``report`` holds the last fit's :class:`FitReport` (also logged).
+    from the preparation's generator, and are part of the checkpoint. Under an initialised
+    ``torch.distributed`` group every rank fits, then rank 0's potentials, report and
+    generator state are broadcast to all (:func:`share_rank0`): the ranks hold the same state
+    even where the fit is not bit-for-bit deterministic (GPU kernels with atomics). With
+    labels and ``within_class``, each class has potentials of its own against the same noise:
+    a noise sample at a position of class c (the loader's label there, so the classes keep
+    the data's frequencies) is paired within class c. Without labels, or with
+    ``within_class`` off, over the whole set. ``report`` holds the last fit's
+    :class:`FitReport` (also logged).
     """
 
     is_permutation = False
@@ -124,7 +129,7 @@ class SemiDiscreteCoupler:
         return {
             "potentials": {key: g.cpu() for key, g in self._potentials.items()},
             "generator": None if self._generator is None else self._generator.get_state(),
-            "report": None if self.report is None else attrs.asdict(self.report),
+            "report": None if self.report is None else _timeless(self.report),
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -133,7 +138,9 @@ class SemiDiscreteCoupler:
         self._potentials = dict(state["potentials"])
         if state["generator"] is not None:
             self._generator.set_state(state["generator"])
-        self.report = None if state["report"] is None else FitReport(**state["report"])
+        report = None if state["report"] is None else FitReport(**state["report"])
+        if self.report is None or attrs.evolve(self.report, seconds=None) != report:
+            self.report = report  # the same report but for its time keeps its time
 
     def _members(self, key: int) -> torch.Tensor | None:
         """The indices of the points of class ``key`` (``None`` for ALL: every point)."""
@@ -142,6 +149,16 @@ class SemiDiscreteCoupler:
         return torch.nonzero(self._labels == key).flatten()
 
     def _fit(self, keys: list[int], device: torch.device) -> None:
+        shared = _group_active()
+        if shared and threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "semidiscrete fits its potentials at the first coupling, and under torchrun "
+                "that fit broadcasts rank 0's potentials: it must run in the main thread of "
+                "every process at the same step, not in the background coupling thread "
+                "(couple the first batch in the main thread, or set train.overlap_coupling = "
+                "'off')"
+            )
+
         def noise(n: int) -> torch.Tensor:
             return self._source.sample(n, self._generator).to(device)
 
@@ -163,6 +180,8 @@ class SemiDiscreteCoupler:
             self._potentials[key] = g
             reports.append(report)
         self.report = merge_reports(reports)
+        if shared:
+            self.report = share_rank0(self._potentials, keys, self.report, self._generator)
         logger.info("semidiscrete potentials: %s", self.report)
 
     @torch.no_grad()
@@ -211,5 +230,42 @@ class SemiDiscreteCoupler:
             j=j,
             cost=float(total_cost) / len(x0),
             is_permutation=False,
-            samples=(x0, self._points, labels),
+            samples=(x0.detach(), self._points, labels),
         )
+
+
+def _timeless(report: FitReport) -> dict[str, object]:
+    """The report as saved: without its fit time, which is no state (a resumed coupler's
+    report has ``seconds = None``)."""
+    return attrs.asdict(report, filter=lambda field, _: field.name != "seconds")
+
+
+def _group_active() -> bool:
+    """Whether this process is one of several in an initialised ``torch.distributed`` group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def share_rank0(
+    potentials: dict[int, torch.Tensor],
+    keys: list[int],
+    report: FitReport,
+    generator: torch.Generator,
+) -> FitReport:
+    """Overwrite every rank's ``potentials[key]`` (for ``keys``, in place) and ``generator``
+    state with rank 0's, and return rank 0's ``report``: two collectives, which every rank
+    makes at the same point.
+
+    The potentials travel as one flat tensor: on their own device under NCCL (which takes
+    CUDA tensors only), on the CPU under gloo and the other backends.
+    """
+    device = potentials[keys[0]].device
+    travel = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = torch.cat([potentials[key].to(travel) for key in keys])
+    dist.broadcast(flat, src=0)
+    pieces = torch.split(flat, [len(potentials[key]) for key in keys])
+    for key, piece in zip(keys, pieces, strict=True):
+        potentials[key] = piece.to(device, copy=True)  # not a view of the flat tensor
+    box = [attrs.asdict(report), generator.get_state()]
+    dist.broadcast_object_list(box, src=0)
+    generator.set_state(box[1])
+    return FitReport(**box[0])

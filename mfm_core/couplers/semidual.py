@@ -29,7 +29,9 @@ class FitReport:
     expectation for a perfectly uniform choice over as many draws (multinomial noise,
     about ``sqrt(N / (2 pi draws))``), so ``tv`` near ``tv_floor`` means converged.
     ``max_deviation``: ``max_j |N f_j - 1|``. With classes: the class-size-weighted mean of
-    ``tv`` and ``tv_floor``, the maximum of ``max_deviation``.
+    ``tv`` and ``tv_floor``, the maximum of ``max_deviation``. ``seconds``: how long the fit
+    took, ``None`` in a report restored from a checkpoint (a coupler's saved state holds no
+    timings, so two couplers prepared alike save the same state).
     """
 
     points: int
@@ -39,12 +41,13 @@ class FitReport:
     tv: float
     tv_floor: float
     max_deviation: float
-    seconds: float
+    seconds: float | None = None
 
     def __str__(self) -> str:
+        took = "" if self.seconds is None else f", {self.seconds:.1f} s"
         return (
             f"{self.points} potentials, {self.iterations} iterations of {self.batch} noise "
-            f"draws, {self.seconds:.1f} s; chosen frequency vs uniform over {self.draws} draws: "
+            f"draws{took}; chosen frequency vs uniform over {self.draws} draws: "
             f"TV {self.tv:.4f} (uniform draws give {self.tv_floor:.4f}), max relative "
             f"deviation {self.max_deviation:.2f}"
         )

@@ -12,7 +12,14 @@ from mfm_core.protocols import EvalContext
 
 
 def w2_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``W2 = sqrt(min_perm mean_i |a_i - b_perm(i)|^2)`` between the empirical measures.
+    """``W2 = sqrt(min_perm mean_i |a_i - b_perm(i)|^2)`` between the empirical measures
+    (the square root of :func:`ot_cost`)."""
+    return math.sqrt(ot_cost(a, b))
+
+
+def ot_cost(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``min_perm mean_i |a_i - b_perm(i)|^2``: the squared-Euclidean OT cost between the
+    empirical measures.
 
     ``a``, ``b``: (n, ...) with the same shape, flattened per sample. Exact: the optimal
     permutation of the float64 squared-Euclidean cost matrix on the CPU, O(n^3).
@@ -26,7 +33,7 @@ def w2_distance(a: torch.Tensor, b: torch.Tensor) -> float:
         a.detach().to("cpu", torch.float64), b.detach().to("cpu", torch.float64), "sqeuclidean"
     ).numpy()
     rows, cols = linear_sum_assignment(costs)
-    return math.sqrt(costs[rows, cols].mean())
+    return float(costs[rows, cols].mean())
 
 
 NOISE_FLOOR_STREAM = 2

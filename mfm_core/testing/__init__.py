@@ -1,6 +1,8 @@
 """What the core's own tests use, for plugin authors' tests.
 
 - ``check_coupler(coupler)``: the conformance checks every coupler passes;
+  ``check_stateful_coupler(make_coupler, context)``: those of a ``StatefulCoupler``'s state
+  (saved, restored, a snapshot, the same for couplers prepared alike);
 - ``TINY_CONFIG``: a config that trains in a second on a CPU (2-D data, a small MLP);
 - ``isolated_registry(*plugins)``: a registry holding the built-ins and ``plugins`` only
   (plugin objects or modules, or names of installed ``mfm.plugins`` entry points);
@@ -24,12 +26,13 @@ from typing import Any
 import attrs
 
 from mfm_core.registry import ENTRY_POINT_GROUP, Registry, using_registry
-from mfm_core.testing.conformance import check_coupler
+from mfm_core.testing.conformance import check_coupler, check_stateful_coupler
 
 __all__ = [
     "TINY_CONFIG",
     "ShortRun",
     "check_coupler",
+    "check_stateful_coupler",
     "isolated_registry",
     "train_briefly",
     "write_tiny_config",

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import torch
 
-from mfm_core.config import Component, Config, config_from_data, load_config
+from mfm_core.config import Component, Config, config_from_data, load_config, to_toml_dict
 from mfm_core.errors import CheckpointError, ConfigError, MfmError
 from mfm_core.protocols import Solver
 from mfm_core.registry import Registry
@@ -136,6 +136,16 @@ def checkpoint_state(run_dir: Path, step: int | None = None) -> dict[str, Any]:
     return load_checkpoint(found[step])
 
 
+def _load_coupler_state(pipeline: Pipeline, state: dict[str, Any], config: Config) -> None:
+    """The coupler as trained: a stateful coupler's state from the checkpoint (e.g. the
+    fitted potentials of ``semidiscrete``), which the final loss and ``coupling_gap`` use.
+    Not when an override changed the coupler: the new one starts from its preparation."""
+    saved = state.get("coupler")  # checkpoints of runs before stateful couplers hold none
+    trained_with = state.get("config", {}).get("coupler")
+    if saved and trained_with == to_toml_dict(config)["coupler"]:
+        pipeline.coupler.load_state_dict(saved)
+
+
 def load_run(
     run_dir: Path,
     overrides: Sequence[str] = (),
@@ -162,6 +172,8 @@ def load_run(
         state = checkpoint_state(run_dir, step)
         weights, record = eval_weights(state), weights_record(state, config)
     pipeline = seeded_pipeline(config)
+    if not is_weights_file(run_dir):
+        _load_coupler_state(pipeline, state, config)
     model = pipeline.model
     load_weights(model, weights, run_dir)
     model.to(device or resolve_device(config.train.device)).eval()

@@ -148,7 +148,10 @@ def evaluate(
     loss_batch_size: int,
     device: torch.device,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Returns ``metrics`` (for metrics.json) and ``samples`` (tensors for the pictures):
+    """Evaluate ``model``; ``loss_batch_size`` is the run's coupling batch (the final loss's
+    minibatches, and the context's ``coupling_batch``).
+
+    Returns ``metrics`` (for metrics.json) and ``samples`` (tensors for the pictures):
     reference data, generated samples per solver setting, and a trajectory of the default
     solver (vectors only). For images without metrics, ``eval.grid`` samples per setting.
 
@@ -210,6 +213,8 @@ def evaluate(
         "source": pipeline.source,
         "target": pipeline.target,
         "loss": training_loss,
+        "coupler": pipeline.coupler,
+        "coupling_batch": loss_batch_size,
         "device": device,
         "seed": settings.seed,
         "cache": {},

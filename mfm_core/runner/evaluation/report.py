@@ -161,7 +161,7 @@ def run_markdown(title: str, metrics: Mapping[str, Any]) -> str:
     better = metrics.get("better", {})
     summary = run_summary(metrics)
     lines = [f"# {title}", "", f"Evaluated: {weights_label(metrics)}.", ""]
-    lines += _table(list(summary), [list(summary.values())])
+    lines += _table([column_header(k, better) for k in summary], [list(summary.values())])
     lines += ["", "Per solver setting (the NFE sweep):", ""]
     lines += _table(
         ["solver", "NFE", *(column_header(c, better) for c in columns)],
@@ -219,11 +219,12 @@ def compare_markdown(title: str, results: Mapping[str, Mapping[str, Any]], comma
     against solver settings (an adaptive solver's cell gives the NFE it used)."""
     lines = [f"# {title}", "", "Made by:", "", "```", command, "```", ""]
     summaries = {label: run_summary(m) for label, m in results.items()}
+    better = {k: v for m in results.values() for k, v in m.get("better", {}).items()}
     keys: list[str] = []
     for summary in summaries.values():
         keys += [k for k in summary if k not in keys]
     lines += _table(
-        ["run", *keys],
+        ["run", *(column_header(k, better) for k in keys)],
         [[label, *(s.get(k, math.nan) for k in keys)] for label, s in summaries.items()],
     )
     concurrent = overlapping_runs(results)

@@ -243,6 +243,11 @@ class PairFeed:
             waiting = time.perf_counter()
             ahead = self._take_ahead()
             if ahead is None:
+                # A run's first coupling is always made here, in the main thread, at the same
+                # step on every process: the thread below starts only once pairs are in hand,
+                # and a resume restores a stateful coupler's state before it couples. So a
+                # coupler may make collectives at its first coupling (semidiscrete's fit
+                # broadcasts rank 0's potentials), never later ones.
                 ahead, intact = self.couple()
                 self._checks.append(intact)
             self._pairs = ahead
