@@ -226,7 +226,8 @@ def num(value, digits: int = 4) -> str:
         return str(value)
     if value != 0 and not 1e-3 <= abs(value) < 1e5:
         return f"{value:.2e}"
-    return f"{value:.{digits}g}"
+    text = f"{value:#.{digits}g}"  # '#': 1.00, not 1 (trailing zeros are significant)
+    return text[:-1] if text.endswith(".") else text
 
 
 def seconds_text(seconds: float) -> str:
