@@ -641,7 +641,9 @@ def digits(ctx: Context) -> dict:
         f"{num(plain['independent']['final_loss'])}. Training took {num(seconds['exact'], 3)} s "
         f"(exact) and {num(seconds['independent'], 3)} s (independent); "
         f"{plain['exact']['eval']['num_samples']} samples per evaluation. The sweep is cut to "
-        "Euler steps: dopri5 took 16 minutes per run on this machine's CPU.",
+        "Euler steps (an adaptive dopri5 solve at tolerance 1e-5 needs a few hundred "
+        "evaluations of the U-Net per sample, which would make this command many times longer; "
+        "`mfm eval RUN` with the config's own sweep adds it).",
     ]
     grids = []
     for name, title in (("exact", "Exact"), ("independent", "Independent")):
