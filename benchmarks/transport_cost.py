@@ -158,7 +158,7 @@ def main() -> None:
             lines.append(f"| {data} | {name} | {row} |")
             print(f"{data} {name}: {row}", flush=True)
     print(
-        "\n| data | coupler | E|x0 - T(x0)|^2 | OT cost | ratio | W2^2(T(x0), data) | s |"
+        "\n| data | coupler | E \\|x0 - T(x0)\\|^2 | OT cost | ratio | W2^2(T(x0), data) | s |"
         "\n|---|---|---:|---:|---:|---:|---:|"
     )
     print("\n".join(lines))
