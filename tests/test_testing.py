@@ -23,6 +23,7 @@ from mfm_core.couplers import SemiDiscreteCoupler
 from mfm_core.datasets.file import Points
 from mfm_core.datasets.toy2d import Checkerboard, Gaussian
 from mfm_core.testing import isolated_registry, train_briefly
+from tests.couplers.helpers import LabelledPoints
 
 
 @pytest.mark.parametrize("name", ["independent", "exact", "stable", "heuristic"])
@@ -235,28 +236,9 @@ def _context(points: int = 120, classes: int | None = None) -> PrepareContext:
     target = Points(Checkerboard().sample(points, torch.Generator().manual_seed(1)))
     if classes is not None:
         labels = torch.arange(points) % classes
-        target = _Labelled(target.points + 4.0 * labels[:, None].float(), labels, classes)
+        target = LabelledPoints(target.points + 4.0 * labels[:, None].float(), labels, classes)
     generator = torch.Generator().manual_seed(5)
     return PrepareContext(source=Gaussian(shape=(2,)), target=target, generator=generator)
-
-
-class _Labelled:
-    """A finite labelled data set (``IndexedDataset``)."""
-
-    hflip = False
-
-    def __init__(self, points: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-        self.points, self.labels, self.num_classes = points, labels, num_classes
-        self.shape = tuple(points.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.points[index], int(self.labels[index])
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.points[torch.randint(len(self.points), (n,), generator=generator)]
 
 
 def _semidiscrete() -> SemiDiscreteCoupler:

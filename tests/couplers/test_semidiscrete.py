@@ -20,25 +20,7 @@ from mfm_core.runner.run import resume_run, start_run
 from mfm_core.runner.rundir.checkpoint import list_checkpoints, load_checkpoint
 from mfm_core.runner.rundir.layout import read_log
 from mfm_core.testing import write_tiny_config
-
-
-class LabelledPoints:
-    """A finite labelled data set (``IndexedDataset``)."""
-
-    hflip = False
-
-    def __init__(self, points: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-        self.points, self.labels, self.num_classes = points, labels, num_classes
-        self.shape = tuple(points.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.points[index], int(self.labels[index])
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.points[torch.randint(len(self.points), (n,), generator=generator)]
+from tests.couplers.helpers import LabelledPoints
 
 
 def prepared(target, seed: int = 0, **params) -> SemiDiscreteCoupler:
