@@ -1,6 +1,6 @@
 """Regenerate every table and picture of README.md and docs/results.md from fresh runs.
 
-    python benchmarks/docs_figures.py                      # every section (about 1 h 30 idle)
+    python benchmarks/docs_figures.py                      # every section (44 min, idle 2 cores)
     python benchmarks/docs_figures.py --only quickstart,digits
     python benchmarks/docs_figures.py --list               # the sections, one line each
     python benchmarks/docs_figures.py --smoke --root /tmp/docs-copy   # tiny budgets, a copy
