@@ -9,24 +9,14 @@ import copy
 import torch
 
 from mfm_core.adapters import adapt
+from mfm_core.datasets.draws import draw_labelled
 from mfm_core.metrics.w2 import ot_cost
-from mfm_core.protocols import Dataset, EvalContext, IndexedDataset
+from mfm_core.protocols import EvalContext
 from mfm_core.schema import InvalidValue
 
 MAX_REFERENCE = 8192
 """The largest reference set: its exact assignment holds an M x M float64 cost matrix
 (0.5 GB at 8192) and takes O(M^3) time."""
-
-
-def labelled_draw(
-    dataset: Dataset, n: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` random samples of ``dataset`` with their labels (``None`` without classes)."""
-    if not isinstance(dataset, IndexedDataset) or dataset.num_classes is None:
-        return dataset.sample(n, generator), None
-    items = [dataset[i] for i in torch.randint(len(dataset), (n,), generator=generator).tolist()]
-    labels = torch.tensor([label for _, label in items], dtype=torch.long)
-    return torch.stack([sample for sample, _ in items]), labels
 
 
 class CouplingGap:
@@ -75,7 +65,7 @@ class CouplingGap:
         m = self.reference_size
         generator = torch.Generator().manual_seed(self.seed)
         x0 = ctx.source.sample(m, generator)
-        x1, labels = labelled_draw(ctx.target, m, generator)
+        x1, labels = draw_labelled(ctx.target, m, generator)
         cond = labels if ctx.labels is not None else None  # the trainer's: labels if conditional
         optimum = ot_cost(x0, x1)
         coupler = adapt("coupler", ctx.coupler)

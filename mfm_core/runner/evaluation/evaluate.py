@@ -13,12 +13,12 @@ import attrs
 import torch
 
 from mfm_core.config import Config, EvalConfig
+from mfm_core.datasets.draws import draw_labelled
 from mfm_core.errors import MfmError
 from mfm_core.protocols import EvalContext, Field, Metric, Solver, SolveResult
 from mfm_core.runner.assembly.pipeline import Pipeline
 from mfm_core.runner.evaluation import images
 from mfm_core.runner.evaluation.sampling import generate
-from mfm_core.runner.training.data import draw_labelled
 from mfm_core.runner.training.objective import (
     autocast_dtype,
     draw_batch,

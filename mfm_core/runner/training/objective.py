@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from mfm_core.datasets.draws import draw_labelled
 from mfm_core.protocols import Field, ProbPath
 from mfm_core.runner.assembly.pipeline import Pipeline
-from mfm_core.runner.training.data import draw_labelled
 
 NULL_LABEL = -1
 """The label of "no class": classifier-free guidance trains on it and samples with it."""
