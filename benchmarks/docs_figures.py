@@ -161,6 +161,22 @@ def read_json(path: Path) -> dict:
         raise SectionError(f"cannot read {path}: {exc}") from None
 
 
+def printed_tables(out: str, what: str) -> list[str]:
+    """The Markdown tables a benchmark printed, each as one string (SectionError if none)."""
+    tables, current = [], []
+    for line in out.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    if current:
+        tables.append("\n".join(current))
+    if not tables:
+        raise SectionError(f"{what} printed no table")
+    return tables
+
+
 # --- Budgets ---------------------------------------------------------------------------------
 
 
@@ -785,15 +801,9 @@ def transport_cost(ctx: Context) -> dict:
         words += ["--data", "mixture-2", "mixture-8", "--couplers", "independent", "exact"]
         words += ["--steps", "10", "--eval", "100", "--size", "256"]
     out = ctx.script("transport_cost.py", *words)
-    lines = out.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("| data |")), None)
-    if start is None:
+    rows = printed_tables(out, "transport_cost.py")[0].splitlines()
+    if not rows[0].startswith("| data |"):
         raise SectionError("transport_cost.py printed no table")
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append(line)
     ratios = [float(r.split("|")[5]) for r in rows[2:]]
     return {
         (RESULTS, "transport-cost"): "\n".join(rows)
@@ -810,22 +820,6 @@ def transport_cost(ctx: Context) -> dict:
 # --- couplers.md: what a coupling costs a run, and the exact routes ---------------------------
 
 COUPLERS = "docs/couplers.md"
-
-
-def printed_tables(out: str, what: str) -> list[str]:
-    """The Markdown tables a benchmark printed, each as one string (SectionError if none)."""
-    tables, current = [], []
-    for line in out.splitlines():
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append("\n".join(current))
-            current = []
-    if current:
-        tables.append("\n".join(current))
-    if not tables:
-        raise SectionError(f"{what} printed no table")
-    return tables
 
 
 @section(
